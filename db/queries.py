@@ -1,0 +1,138 @@
+"""Data access: small keyword-only functions that take the session as their first argument.
+
+Writes of predictions are idempotent on (post, model version): a batch written twice leaves one
+row per post, and job progress is counted from the rows themselves, never incremented.
+"""
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import AttentionSummary, FailureFlags, Job, ModelVersion, Post, Prediction, utcnow
+
+
+class UnknownVersion(LookupError):
+    pass
+
+
+# --- model registry -------------------------------------------------------------------------
+
+def register_version(session: Session, *, version: int, path: str, sha256: str, preset: str, protocol: str,
+                     metrics: dict, train_seconds: float) -> ModelVersion:
+    row = ModelVersion(version=version, path=path, sha256=sha256, preset=preset, protocol=protocol,
+                       accuracy=metrics.get("accuracy"), weighted_f1=metrics.get("weighted_f1"),
+                       macro_f1=metrics.get("macro_f1"), train_seconds=train_seconds,
+                       metrics_json=json.dumps(metrics))
+    session.add(row)
+    session.flush()
+    return row
+
+
+def known_versions(session: Session) -> list[int]:
+    return list(session.scalars(select(ModelVersion.version).order_by(ModelVersion.version)))
+
+
+def get_version(session: Session, *, version: int | None = None) -> ModelVersion:
+    """The registry row of `version`, or of the newest version when None."""
+    if version is None:
+        row = session.scalars(select(ModelVersion).order_by(ModelVersion.version.desc()).limit(1)).first()
+    else:
+        row = session.get(ModelVersion, version)
+    if row is None:
+        known = ", ".join(f"v{v}" for v in known_versions(session)) or "none (train one with: python -m cli train)"
+        wanted = f"v{version}" if version is not None else "a model version"
+        raise UnknownVersion(f"no {wanted} in the registry; known versions: {known}")
+    return row
+
+
+# --- jobs and posts -------------------------------------------------------------------------
+
+def create_job(session: Session, *, job_id: str, model_version: int, source: str, batch_size: int,
+               posts: list[dict], rejected_lines: int) -> Job:
+    """A job with its posts ({"external_id", "line_no", "text", "true_label"}), in the caller's transaction."""
+    job = Job(id=job_id, model_version=model_version, source=source, batch_size=batch_size,
+              total_posts=len(posts), rejected_lines=rejected_lines, status="submitting")
+    session.add(job)
+    session.flush()
+    session.execute(Post.__table__.insert(), [{"job_id": job_id, **post} for post in posts])
+    return job
+
+
+def job_post_ids(session: Session, *, job_id: str) -> list[int]:
+    return list(session.scalars(select(Post.id).where(Post.job_id == job_id).order_by(Post.id)))
+
+
+def mark_job_queued(session: Session, *, job_id: str) -> None:
+    session.get(Job, job_id).status = "queued"
+
+
+def get_job(session: Session, *, job_id: str) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def job_done_count(session: Session, *, job: Job) -> int:
+    return session.scalar(
+        select(func.count(Prediction.id)).join(Post, Post.id == Prediction.post_id)
+        .where(Post.job_id == job.id, Prediction.model_version == job.model_version)) or 0
+
+
+def job_labelled_results(session: Session, *, job_id: str) -> list[tuple[str, str]]:
+    """(true label, predicted label) of the job's labelled, classified posts."""
+    rows = session.execute(
+        select(Post.true_label, Prediction.predicted_label).join(Prediction, Prediction.post_id == Post.id)
+        .join(Job, Job.id == Post.job_id)
+        .where(Post.job_id == job_id, Prediction.model_version == Job.model_version, Post.true_label.is_not(None)))
+    return [(t, p) for t, p in rows]
+
+
+# --- the worker's reads and writes ----------------------------------------------------------
+
+def fetch_posts(session: Session, *, post_ids: list[int]) -> list[tuple[int, str, str]]:
+    """(post id, job id, text) of the given posts that still exist."""
+    return list(session.execute(select(Post.id, Post.job_id, Post.text).where(Post.id.in_(post_ids))).tuples())
+
+
+def missing_predictions(session: Session, *, post_ids: list[int], version: int) -> list[int]:
+    done = set(session.scalars(select(Prediction.post_id).where(
+        Prediction.post_id.in_(post_ids), Prediction.model_version == version)))
+    return [i for i in post_ids if i not in done]
+
+
+def save_predictions(session: Session, *, version: int, rows: list[dict]) -> int:
+    """Insert predictions with their summaries and flags; posts already predicted are skipped.
+
+    rows: {"post_id", "predicted_label", "confidence", "top3", "summary", "flags"}. Returns the number
+    inserted. The unique constraint on (post, version) guards against a concurrent duplicate.
+    """
+    new = set(missing_predictions(session, post_ids=[r["post_id"] for r in rows], version=version))
+    inserted = 0
+    for r in rows:
+        if r["post_id"] not in new:
+            continue
+        s = r["summary"]
+        prediction = Prediction(
+            post_id=r["post_id"], model_version=version, predicted_label=r["predicted_label"],
+            confidence=r["confidence"], top3_json=json.dumps(r["top3"]),
+            summary=AttentionSummary(
+                word_entropy=s["word_entropy"], word_max=s["word_max"], word_max_mean=s["word_max_mean"],
+                sent_entropy=s["sent_entropy"], sent_max=s["sent_max"], gate_mean=s["gate_mean"],
+                num_sentences=s["num_sentences"], num_words=s["num_words"],
+                top_words_json=json.dumps(s["top_words"])),
+            flags=FailureFlags(**r["flags"]))
+        session.add(prediction)
+        inserted += 1
+    session.flush()
+    return inserted
+
+
+def finish_job_if_complete(session: Session, *, job_id: str) -> bool:
+    job = session.get(Job, job_id)
+    if job is None or job.status == "done":
+        return False
+    if job.status == "queued" and job_done_count(session, job=job) >= job.total_posts:
+        job.status, job.finished_at = "done", utcnow()
+        return True
+    return False
+

@@ -1,0 +1,58 @@
+"""The Celery application: JSON messages only, late acknowledgement, one queue named `gpu`.
+
+Each worker process serves one device (`--device` or HAN_DEVICE: auto, cpu, cuda:N) with a
+concurrency of one; run one worker per GPU. Nothing here touches CUDA: the model loads lazily in
+the pool's child process (worker.service).
+"""
+from __future__ import annotations
+
+import os
+
+import click
+from celery import Celery, bootsteps
+from celery.signals import worker_process_init
+
+from han.settings import get_settings
+from worker.broker import broker_url
+
+QUEUE = "gpu"
+VISIBILITY_TIMEOUT = 3600  # seconds a delivered, unacknowledged batch waits before redelivery
+
+app = Celery("han", include=["worker.tasks"])
+app.conf.update(
+    broker_url=broker_url(get_settings()),
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_default_queue=QUEUE,
+    task_routes={"han.classify_batch": {"queue": QUEUE}},
+    worker_prefetch_multiplier=1,
+    worker_concurrency=1,
+    worker_hijack_root_logger=False,
+)
+
+
+class DeviceOption(bootsteps.Step):
+    """`--device` on the worker command line; the pool's children read it from HAN_DEVICE."""
+
+    def __init__(self, parent, device=None, **options):
+        super().__init__(parent, **options)
+        if device:
+            os.environ["HAN_DEVICE"] = device
+
+
+app.user_options["worker"].add(click.Option(["--device"], default=None,
+                                            help="auto, cpu or cuda:N (default: HAN_DEVICE or auto)"))
+app.steps["worker"].add(DeviceOption)
+
+
+@worker_process_init.connect
+def _fresh_connections(**_):
+    from db.session import dispose_engines
+
+    dispose_engines()
