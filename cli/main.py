@@ -12,8 +12,9 @@ from rich.console import Console
 
 from han.settings import get_settings
 
-console = Console() if sys.stdout.isatty() else Console(width=160)  # pipes and logs get wide tables
-errors = Console(stderr=True)
+# lines are never wrapped (they may be grepped); tables get 160 columns in pipes and logs
+console = Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=160, soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 class UserError(click.ClickException):
@@ -228,10 +229,14 @@ def status(job_id, wait, fmt, database_url):
 @cli.command("export-posts")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--protocol", type=click.Choice(["seed", "sklearn"]), default="seed", show_default=True)
+@click.option("--stripped", is_flag=True, help="write the text stripped by --protocol (default: the raw post)")
 @click.option("--limit", type=int, default=0, help="only the first N posts (0: all)")
 @click.option("--data", type=click.Path(), help="20news-bydate archive or folder [HAN_DATA]")
-def export_posts(split, protocol, limit, data):
+def export_posts(split, protocol, stripped, limit, data):
     """Write corpus posts as JSON lines with their labels, ready for submit.
+
+    Posts are written raw, as the list carried them: the model strips headers, quotes and
+    signature itself, exactly as it did in training.
 
     Example: python -m cli export-posts --split test > posts.jsonl
     """
@@ -249,7 +254,7 @@ def export_posts(split, protocol, limit, data):
     count = len(part) if not limit else min(limit, len(part))
     out = click.get_text_stream("stdout")
     for i in range(count):
-        out.write(_json.dumps({"id": part.ids[i], "text": part.texts[i],
+        out.write(_json.dumps({"id": part.ids[i], "text": part.texts[i] if stripped else part.raw[i],
                                "label": corpus.label_names[part.labels[i]]}) + "\n")
 
 

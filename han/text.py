@@ -1,12 +1,13 @@
 """Text pipeline shared by training and serving: clean, split sentences, tokenise, encode.
 
-The rules are the reference experiment's (section 4): lower-case, drop e-mail addresses and URLs,
+A post is first stripped of headers, signature and quotes by the corpus protocol the model was
+trained with (han.stripping). Then the reference experiment's rules (section 4): lower-case, drop e-mail addresses and URLs,
 keep letters, digits and `.!?`, split sentences with Punkt, keep alphabetic tokens longer than one
 letter, at most `max_sents` sentences of `max_words` words. NLTK's pretrained Punkt data cannot be
 downloaded here, so a Punkt model is trained on the training texts and its parameters travel in the
 checkpoint: the worker splits sentences exactly as training did.
 
-    pipeline = TextPipeline.train(texts, max_sents=30, max_words=50)
+    pipeline = TextPipeline.train(raw_posts, protocol="seed", max_sents=30, max_words=50)
     vocab = Vocabulary.build(pipeline.tokenize_many(texts), min_count=2, max_size=50_000)
     encoded = encode_documents(pipeline.tokenize_many(texts), vocab)
 """
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from nltk.tokenize.destructive import NLTKWordTokenizer
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer
+
+from han.stripping import strip_post
 
 PAD, UNK = 0, 1
 
@@ -58,9 +61,10 @@ def punkt_params_from_json(data: dict) -> PunktParameters:
 
 @dataclass
 class TextPipeline:
-    """Cleaning, Punkt sentence splitting and word filtering, with the limits of a preset."""
+    """Stripping, cleaning, Punkt sentence splitting and word filtering, with the limits of a preset."""
 
     punkt: PunktParameters
+    protocol: str = "seed"  # how posts are stripped before cleaning (han.stripping)
     max_sents: int = 30  # sentences kept per post (the reference's 30)
     max_words: int = 50  # words kept per sentence (the reference's 50)
 
@@ -68,27 +72,27 @@ class TextPipeline:
         self._splitter = PunktSentenceTokenizer(self.punkt)
 
     @classmethod
-    def train(cls, texts, *, max_sents: int = 30, max_words: int = 50) -> "TextPipeline":
-        """Learn Punkt parameters (abbreviations, collocations, sentence starters) from cleaned texts."""
+    def train(cls, posts, *, protocol: str = "seed", max_sents: int = 30, max_words: int = 50) -> "TextPipeline":
+        """Learn Punkt parameters (abbreviations, collocations, sentence starters) from the cleaned posts."""
         trainer = PunktTrainer()
-        for text in texts:
-            trainer.train(clean_text(text), finalize=False)
+        for post in posts:
+            trainer.train(clean_text(strip_post(post, protocol)), finalize=False)
         trainer.finalize_training()
-        return cls(trainer.get_params(), max_sents=max_sents, max_words=max_words)
+        return cls(trainer.get_params(), protocol=protocol, max_sents=max_sents, max_words=max_words)
 
     def to_json(self) -> dict:
-        return {"max_sents": self.max_sents, "max_words": self.max_words,
+        return {"protocol": self.protocol, "max_sents": self.max_sents, "max_words": self.max_words,
                 "punkt": punkt_params_to_json(self.punkt)}
 
     @classmethod
     def from_json(cls, data: dict) -> "TextPipeline":
-        return cls(punkt_params_from_json(data["punkt"]), max_sents=data["max_sents"],
-                   max_words=data["max_words"])
+        return cls(punkt_params_from_json(data["punkt"]), protocol=data["protocol"],
+                   max_sents=data["max_sents"], max_words=data["max_words"])
 
-    def tokenize(self, text: str) -> list[list[str]]:
+    def tokenize(self, post: str) -> list[list[str]]:
         """A post as sentences of kept words; sentences left empty by the filter are dropped."""
         sentences = []
-        for sentence in self._splitter.tokenize(clean_text(text))[: self.max_sents]:
+        for sentence in self._splitter.tokenize(clean_text(strip_post(post, self.protocol)))[: self.max_sents]:
             words = [w for w in _word_tokenizer.tokenize(sentence) if w.isalpha() and len(w) > 1]
             if words:
                 sentences.append(words[: self.max_words])

@@ -1,11 +1,12 @@
 """Load the 20 Newsgroups "bydate" corpus from its archive or an unpacked folder.
 
-Two stripping protocols (see the data README): `seed`, the reference experiment's own loader, and
-`sklearn`, scikit-learn's `remove=('headers', 'footers', 'quotes')` rules. Posts are read in a fixed
-order (group, then numeric file name) so splits and results do not depend on the file system.
+Each post is kept raw (as the list carried it) and stripped by one of two protocols (see the data
+README and han.stripping): `seed`, the reference experiment's own loader, and `sklearn`. Posts are
+read in a fixed order (group, then numeric file name) so splits and results do not depend on the
+file system.
 
     corpus = load_corpus("../shared/data/20news-bydate.tar.gz", protocol="seed")
-    corpus.train.texts[0], corpus.train.labels[0], corpus.label_names
+    corpus.train.texts[0], corpus.train.raw[0], corpus.train.labels[0], corpus.label_names
 """
 from __future__ import annotations
 
@@ -15,13 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets._twenty_newsgroups import (
-    strip_newsgroup_footer,
-    strip_newsgroup_header,
-    strip_newsgroup_quoting,
-)
+from han.stripping import PROTOCOLS, strip_post
 
-PROTOCOLS = ("seed", "sklearn")
 SPLITS = ("train", "test")
 LABEL_NAMES = [
     "alt.atheism", "comp.graphics", "comp.os.ms-windows.misc", "comp.sys.ibm.pc.hardware",
@@ -39,7 +35,8 @@ class DataError(Exception):
 @dataclass
 class Split:
     ids: list[str]  # "train/sci.med/58043": split, group and file name
-    texts: list[str]
+    raw: list[str]  # the post as the list carried it, headers included
+    texts: list[str]  # stripped by the corpus protocol
     labels: np.ndarray  # (n,) class ids into LABEL_NAMES
 
     def __len__(self) -> int:
@@ -47,7 +44,8 @@ class Split:
 
     def subset(self, index) -> "Split":
         index = np.asarray(index)
-        return Split([self.ids[i] for i in index], [self.texts[i] for i in index], self.labels[index])
+        pick = lambda items: [items[i] for i in index]
+        return Split(pick(self.ids), pick(self.raw), pick(self.texts), self.labels[index])
 
 
 @dataclass
@@ -56,29 +54,6 @@ class Corpus:
     test: Split
     protocol: str
     label_names: list[str]
-
-
-def strip_seed(raw: str) -> str:
-    """The reference loader: text after the first blank line, cut at the last `--` line, no `>` lines."""
-    text = raw
-    lines = text.split("\n")
-    for i, line in enumerate(lines):
-        if line.strip() == "":
-            text = "\n".join(lines[i + 1:])
-            break
-    lines = text.split("\n")
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].strip() == "--":
-            text = "\n".join(lines[:i])
-            break
-    return "\n".join(line for line in text.split("\n") if not line.strip().startswith(">"))
-
-
-def strip_sklearn(raw: str) -> str:
-    return strip_newsgroup_quoting(strip_newsgroup_footer(strip_newsgroup_header(raw)))
-
-
-STRIPPERS = {"seed": strip_seed, "sklearn": strip_sklearn}
 
 
 def decode_post(data: bytes) -> str:
@@ -122,19 +97,19 @@ def _read_raw(path: Path) -> dict[str, dict[str, list[tuple[str, bytes]]]]:
 
 
 def load_corpus(path, protocol: str = "seed") -> Corpus:
-    if protocol not in STRIPPERS:
+    if protocol not in PROTOCOLS:
         raise DataError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    strip = STRIPPERS[protocol]
     raw = _read_raw(Path(path))
     splits = {}
     for split in SPLITS:
-        ids, texts, labels = [], [], []
+        ids, posts, labels = [], [], []
         for label, group in enumerate(LABEL_NAMES):
             for name, data in sorted(raw[split].get(group, []), key=lambda item: _file_key(item[0])):
                 ids.append(f"{split}/{group}/{name}")
-                texts.append(strip(decode_post(data)))
+                posts.append(decode_post(data))
                 labels.append(label)
-        splits[split] = Split(ids, texts, np.asarray(labels, dtype=np.int64))
+        texts = [strip_post(post, protocol) for post in posts]
+        splits[split] = Split(ids, posts, texts, np.asarray(labels, dtype=np.int64))
     return Corpus(splits["train"], splits["test"], protocol, list(LABEL_NAMES))
 
 

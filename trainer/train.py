@@ -109,9 +109,11 @@ def run_training(settings: Settings, config: TrainConfig, console: Console | Non
 
     corpus = limit_corpus(load_corpus(settings.data, config.protocol), config)
     console.print(f"corpus: {len(corpus.train)} train / {len(corpus.test)} test posts, protocol {config.protocol}")
-    pipeline = TextPipeline.train(corpus.train.texts, max_sents=config.max_sents, max_words=config.max_words)
-    train_tokens = pipeline.tokenize_many(corpus.train.texts)
-    test_tokens = pipeline.tokenize_many(corpus.test.texts)
+    # raw posts through the same pipeline the worker runs: strip, clean, split, tokenise
+    pipeline = TextPipeline.train(corpus.train.raw, protocol=config.protocol, max_sents=config.max_sents,
+                                  max_words=config.max_words)
+    train_tokens = pipeline.tokenize_many(corpus.train.raw)
+    test_tokens = pipeline.tokenize_many(corpus.test.raw)
     vocab = Vocabulary.build(train_tokens, min_count=config.min_count, max_size=config.max_vocab)
     encoded = encode_documents(train_tokens, vocab)
     vectors, coverage = embedding_matrix(vocab, config.embeddings, dim=config.embed_dim, seed=config.seed)

@@ -1,0 +1,53 @@
+"""User mistakes get one clear line and exit status 1; listings read the registry."""
+from __future__ import annotations
+
+import json
+
+from tests.conftest import han_env, register_copy, run_cli
+
+
+def test_errors_are_one_clear_line(tiny_model, sqlite_url, tmp_path):
+    checkpoints, _, _ = tiny_model
+    register_copy(sqlite_url, checkpoints)
+    env = han_env(tmp_path, sqlite_url, checkpoints)
+    cases = [
+        (["submit", str(tmp_path / "missing.jsonl")], "missing.jsonl: no such file"),
+        (["submit", str(tmp_path)], "is a directory"),
+        (["submit", str(tmp_path / "x.jsonl"), "--model", "v9"], "no v9 in the registry; known versions: v1"),
+        (["submit", str(tmp_path / "x.jsonl"), "--model", "latest"], "'latest' is not a model version"),
+        (["analyze", "failures", "--since", "v5"], "no versions >= v5; known versions: v1"),
+        (["analyze", "failures", "--since", "v1"], "no labelled predictions from versions >= v1"),
+        (["train", "--preset", "huge"], "unknown preset 'huge'"),
+        (["train", "--preset", "tiny", "--set", "colour=red"], "bad override 'colour=red'"),
+        (["status", "no-such-job"], "no job 'no-such-job'"),
+    ]
+    (tmp_path / "x.jsonl").write_text('{"id": 1, "text": "hello world"}\n')
+    for args, message in cases:
+        result = run_cli(*args, env=env)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_models_lists_the_registry(tiny_model, sqlite_url, tmp_path):
+    checkpoints, _, train_output = tiny_model
+    register_copy(sqlite_url, checkpoints)
+    env = han_env(tmp_path, sqlite_url, checkpoints)
+    rows = json.loads(run_cli("models", "--format", "json", env=env, check=True).stdout)
+    metrics = json.loads((checkpoints / "v1" / "metrics.json").read_text())
+    assert [r["version"] for r in rows] == ["v1"]
+    assert rows[0]["accuracy"] == metrics["accuracy"] and rows[0]["macro_f1"] == metrics["macro_f1"]
+    assert train_output.startswith(f"v1: test accuracy {metrics['accuracy']:.4f}")
+
+
+def test_tiny_checkpoint_is_complete(tiny_model):
+    checkpoints, _, _ = tiny_model
+    config = json.loads((checkpoints / "v1" / "config.json").read_text())
+    assert config["preset"] == "tiny" and config["data"]["protocol"] == "seed"
+    assert len(config["label_names"]) == 20
+    assert set(config["failure_thresholds"]) == {"word_over_concentration", "diffuse_sentence_attention",
+                                                 "short_document", "high_word_entropy"}
+    assert config["text"]["punkt"]["ortho_context"], "Punkt parameters travel in the checkpoint"
+    history = json.loads((checkpoints / "v1" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    assert not list(checkpoints.glob(".v*")), "no temporary folder left behind"
