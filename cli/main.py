@@ -36,12 +36,16 @@ def cli():
 @cli.command()
 @click.option("--preset", "preset_name", default="small", show_default=True, help="seed, small or tiny")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a preset field")
+@click.option("--embeddings", help="glove-6b-50d (packaged), none, or a GloVe / word2vec file")
+@click.option("--resume", metavar="vN", help="continue an interrupted run from its last finished epoch")
 @click.option("--data", type=click.Path(), help="20news-bydate archive or folder [HAN_DATA]")
 @click.option("--device", help="auto, cpu or cuda:N [HAN_DEVICE]")
 @click.option("--checkpoint-dir", type=click.Path(), help="[HAN_CHECKPOINT_DIR]")
 @click.option("--database-url", help="[HAN_DATABASE_URL]")
-def train(preset_name, overrides, data, device, checkpoint_dir, database_url):
+def train(preset_name, overrides, embeddings, resume, data, device, checkpoint_dir, database_url):
     """Train a HAN and register it as the next version.
+
+    Ctrl-C writes the best epoch so far as a version; --resume continues that run.
 
     Example: python -m cli train --preset small --set epochs=3
     """
@@ -50,20 +54,31 @@ def train(preset_name, overrides, data, device, checkpoint_dir, database_url):
     from trainer.data import DataError
     from trainer.embeddings import EmbeddingError
     from trainer.presets import PresetError, preset
+    from trainer.run_state import RunStateError
     from trainer.train import run_training
 
     settings = settings_from(data=Path(data) if data else None, device=device,
                              checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
                              database_url=database_url)
+    if resume and (overrides or embeddings):
+        raise UserError("--resume continues a run with its own settings; drop --set and --embeddings")
     try:
-        config = preset(preset_name, overrides)
-        result = run_training(settings, config, console=errors)
-    except (PresetError, DataError, EmbeddingError, ValueError) as exc:
+        config = preset(preset_name, [*overrides, *([f"embeddings={embeddings}"] if embeddings else [])])
+        result = run_training(settings, config, console=errors, resume=parse_version_option(resume))
+    except (PresetError, DataError, EmbeddingError, RunStateError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    except KeyboardInterrupt:
+        raise UserError("interrupted before a checkpoint was written; a run that finished an epoch "
+                        "continues with --resume vN") from None
     m = result.metrics
+    best = max(m["baselines"].values(), key=lambda b: b["accuracy"])
     console.print(f"v{result.version}: test accuracy {m['accuracy']:.4f}, weighted F1 {m['weighted_f1']:.4f}, "
-                  f"macro F1 {m['macro_f1']:.4f} ({m['test_posts']} posts, {config.protocol} protocol); "
+                  f"macro F1 {m['macro_f1']:.4f} ({m['test_posts']} posts, {m['protocol']} protocol); "
                   f"trained in {result.train_seconds:.0f}s; checkpoint {result.path}", highlight=False)
+    console.print(f"best baseline: {best['name']} accuracy {best['accuracy']:.4f}, macro F1 {best['macro_f1']:.4f}",
+                  highlight=False)
+    if result.interrupted:
+        sys.exit(130)
 
 
 def output_format(function):
@@ -262,24 +277,21 @@ def export_posts(split, protocol, stripped, limit, data):
 @output_format
 @click.option("--database-url", help="[HAN_DATABASE_URL]")
 def models(fmt, database_url):
-    """List registered model versions with their test metrics.
+    """List registered versions: test accuracy and macro F1 of the HAN beside the TF-IDF baselines
+    trained in the same run.
 
     Example: python -m cli models --format csv
     """
     import pandas as pd
-    from sqlalchemy import select
 
-    from db.models import ModelVersion
+    from db import queries
 
     settings = settings_from(database_url=database_url)
     with open_session(settings) as session:
-        rows = session.scalars(select(ModelVersion).order_by(ModelVersion.version)).all()
-        frame = pd.DataFrame([{"version": f"v{r.version}", "preset": r.preset, "protocol": r.protocol,
-                               "accuracy": r.accuracy, "weighted_f1": r.weighted_f1, "macro_f1": r.macro_f1,
-                               "train_seconds": r.train_seconds, "path": r.path} for r in rows])
+        frame = pd.DataFrame(queries.version_table(session))
     if frame.empty:
         raise UserError("no model versions yet; train one with: python -m cli train --preset small")
-    print_frame(frame, fmt, title="model versions")
+    print_frame(frame, fmt, title="model versions (test split; baselines: TF-IDF of the same run)")
 
 
 @cli.group()

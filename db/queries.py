@@ -34,6 +34,22 @@ def known_versions(session: Session) -> list[int]:
     return list(session.scalars(select(ModelVersion.version).order_by(ModelVersion.version)))
 
 
+def version_table(session: Session) -> list[dict]:
+    """One row per version: HAN test metrics beside the baselines stored with it."""
+    rows = []
+    for r in session.scalars(select(ModelVersion).order_by(ModelVersion.version)):
+        metrics = json.loads(r.metrics_json or "{}")
+        row = {"version": f"v{r.version}", "preset": r.preset, "protocol": r.protocol,
+               "epochs": metrics.get("epochs_trained"), "train_s": r.train_seconds,
+               "accuracy": r.accuracy, "macro_f1": r.macro_f1}
+        for key, short in (("logistic_regression", "lr"), ("naive_bayes", "nb"), ("linear_svm", "svm")):
+            baseline = metrics.get("baselines", {}).get(key, {})
+            row[f"{short}_accuracy"] = baseline.get("accuracy")
+            row[f"{short}_macro_f1"] = baseline.get("macro_f1")
+        rows.append(row)
+    return rows
+
+
 def get_version(session: Session, *, version: int | None = None) -> ModelVersion:
     """The registry row of `version`, or of the newest version when None."""
     if version is None:

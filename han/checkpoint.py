@@ -65,8 +65,11 @@ def _write_json(path: Path, data) -> None:
 
 def save_checkpoint(root, *, version: int, model: HAN, pipeline: TextPipeline, vocab: Vocabulary,
                     label_names: list[str], thresholds: dict, extra_config: dict, metrics: dict,
-                    history: list[dict]) -> Path:
-    """Write `root/vN/` atomically (temporary folder, then rename); returns its path."""
+                    history: list[dict], report_dir: Path | None = None) -> Path:
+    """Write `root/vN/` atomically (temporary folder, then rename); returns its path.
+
+    `report_dir`, when given, is moved in as `vN/report/`.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / version_name(version)
@@ -88,6 +91,8 @@ def save_checkpoint(root, *, version: int, model: HAN, pipeline: TextPipeline, v
         _write_json(tmp / VOCAB, vocab.words)
         _write_json(tmp / METRICS, metrics)
         _write_json(tmp / HISTORY, history)
+        if report_dir is not None:
+            shutil.move(str(report_dir), str(tmp / "report"))
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

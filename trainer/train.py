@@ -1,8 +1,12 @@
 """Train the HAN on 20 Newsgroups and write checkpoint vN with its metrics into the registry.
 
 The loop follows the reference (section 8): AdamW, class-weighted cross-entropy with label
-smoothing, cosine annealing, gradient clipping, early stopping on validation weighted F1. The test
-split is scored through han.inference, the same code the worker runs.
+smoothing, cosine annealing, gradient clipping, early stopping on validation weighted F1. Raw
+posts go through the same text pipeline the worker runs, and the test split is scored through
+han.inference, so the numbers reported here are the numbers the database will hold.
+
+After every epoch the run's state is saved in `checkpoints/vN.partial/`: Ctrl-C writes `vN` from
+the best epoch so far, and `--resume vN` continues the run from its last finished epoch.
 
     result = run_training(settings, preset("small"))
     result.version, result.metrics["accuracy"]
@@ -11,8 +15,10 @@ from __future__ import annotations
 
 import copy
 import random
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +26,26 @@ import torch
 import torch.nn as nn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 from sklearn.utils.class_weight import compute_class_weight
 
 from db import queries
 from db.session import session_scope, upgrade
 from han.batching import length_buckets, make_batch
-from han.checkpoint import LoadedModel, existing_versions, file_sha256, save_checkpoint, WEIGHTS
+from han.checkpoint import WEIGHTS, LoadedModel, existing_versions, file_sha256, save_checkpoint
 from han.inference import classify_tokenized
 from han.model import HAN, HANConfig
 from han.settings import Settings, resolve_device
 from han.text import TextPipeline, Vocabulary, encode_documents
+from trainer.baselines import best_baseline, run_baselines
 from trainer.data import Corpus, load_corpus, train_validation_split
-from trainer.embeddings import embedding_matrix
+from trainer.embeddings import embedding_matrix, load_vectors
+from trainer.metrics import scores
 from trainer.presets import TrainConfig
+from trainer.report import write_training_report
+from trainer.run_state import load_run_state, partial_dir, save_run_state
+
+# Flag thresholds that do not depend on the data (DESIGN.md); the two medians come from validation.
+FIXED_THRESHOLDS = {"word_over_concentration": 0.5, "short_document": 3}
 
 
 @dataclass
@@ -42,16 +54,7 @@ class TrainResult:
     path: Path
     metrics: dict
     train_seconds: float
-
-
-def scores(labels, predictions) -> dict:
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "weighted_precision": float(precision_score(labels, predictions, average="weighted", zero_division=0)),
-        "weighted_recall": float(recall_score(labels, predictions, average="weighted", zero_division=0)),
-        "weighted_f1": float(f1_score(labels, predictions, average="weighted", zero_division=0)),
-        "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)),
-    }
+    interrupted: bool
 
 
 def seed_everything(seed: int) -> None:
@@ -71,12 +74,11 @@ def limit_corpus(corpus: Corpus, config: TrainConfig) -> Corpus:
     return Corpus(train, test, corpus.protocol, corpus.label_names)
 
 
-def build_model(config: TrainConfig, vocab: Vocabulary, embeddings: np.ndarray, num_classes: int) -> HAN:
-    model_config = HANConfig(vocab_size=len(vocab), embed_dim=config.embed_dim, word_hidden=config.word_hidden,
-                             sent_hidden=config.sent_hidden, attention_dim=config.attention_dim,
-                             num_layers=config.num_layers, num_heads=config.num_heads, top_k=config.top_k,
-                             dropout=config.dropout, num_classes=num_classes)
-    return HAN(model_config, torch.from_numpy(embeddings))
+def model_config(config: TrainConfig, vocab_size: int, num_classes: int) -> HANConfig:
+    return HANConfig(vocab_size=vocab_size, embed_dim=config.embed_dim, word_hidden=config.word_hidden,
+                     sent_hidden=config.sent_hidden, attention_dim=config.attention_dim,
+                     num_layers=config.num_layers, num_heads=config.num_heads, top_k=config.top_k,
+                     dropout=config.dropout, num_classes=num_classes)
 
 
 def evaluate(model, encoded, index, labels, criterion, device, batch_size) -> dict:
@@ -95,28 +97,61 @@ def evaluate(model, encoded, index, labels, criterion, device, batch_size) -> di
 
 
 def next_version(settings: Settings) -> int:
+    """The next free number: after every registered version, checkpoint and unfinished run."""
     with session_scope(settings.database_url) as session:
         registered = queries.known_versions(session)
-    return max([0, *registered, *existing_versions(settings.checkpoint_dir)]) + 1
+    root = Path(settings.checkpoint_dir)
+    partial = [int(p.name[1:-len(".partial")]) for p in root.glob("v*.partial") if p.name[1:-8].isdigit()]
+    return max([0, *registered, *existing_versions(root), *partial]) + 1
 
 
-def run_training(settings: Settings, config: TrainConfig, console: Console | None = None) -> TrainResult:
+def thresholds_from_validation(loaded: LoadedModel, tokens, device) -> dict:
+    """Failure thresholds: the fixed rules plus validation medians of sentence and word entropy."""
+    loaded.thresholds = {**FIXED_THRESHOLDS, "diffuse_sentence_attention": np.inf, "high_word_entropy": np.inf}
+    results = classify_tokenized(loaded, tokens, device=str(next(loaded.model.parameters()).device))
+    return {**FIXED_THRESHOLDS,
+            "diffuse_sentence_attention": float(np.median([r.summary["sent_entropy"] for r in results])),
+            "high_word_entropy": float(np.median([r.summary["word_entropy"] for r in results]))}
+
+
+def run_training(settings: Settings, config: TrainConfig, console: Console | None = None,
+                 resume: int | None = None) -> TrainResult:
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    seed_everything(config.seed)
     device = resolve_device(settings.device)
     upgrade(settings.database_url)
+    root = Path(settings.checkpoint_dir)
+
+    state = None
+    if resume is not None:
+        state = load_run_state(partial_dir(root, resume))
+        config = TrainConfig(**state.progress["config"])
+        version = resume
+        console.print(f"resuming v{resume} after epoch {state.progress['epoch']} of {config.epochs}")
+    else:
+        version = next_version(settings)
+        partial_dir(root, version).mkdir(parents=True)  # reserves the number
+    seed_everything(config.seed)
 
     corpus = limit_corpus(load_corpus(settings.data, config.protocol), config)
     console.print(f"corpus: {len(corpus.train)} train / {len(corpus.test)} test posts, protocol {config.protocol}")
-    # raw posts through the same pipeline the worker runs: strip, clean, split, tokenise
-    pipeline = TextPipeline.train(corpus.train.raw, protocol=config.protocol, max_sents=config.max_sents,
-                                  max_words=config.max_words)
+    if state is None:
+        pipeline = TextPipeline.train(corpus.train.raw, protocol=config.protocol, max_sents=config.max_sents,
+                                      max_words=config.max_words)
+    else:
+        pipeline = TextPipeline.from_json(state.progress["text"])
     train_tokens = pipeline.tokenize_many(corpus.train.raw)
     test_tokens = pipeline.tokenize_many(corpus.test.raw)
-    vocab = Vocabulary.build(train_tokens, min_count=config.min_count, max_size=config.max_vocab)
+    if state is None:
+        vocab = Vocabulary.build(train_tokens, min_count=config.min_count, max_size=config.max_vocab)
+        vectors = load_vectors(config.embeddings)
+        if vectors is not None and vectors.dim != config.embed_dim:
+            console.print(f"embed_dim set to {vectors.dim} to match {vectors.source} (the preset says {config.embed_dim})")
+            config = replace(config, embed_dim=vectors.dim)
+        matrix, coverage = embedding_matrix(vocab, vectors, dim=config.embed_dim, seed=config.seed)
+    else:
+        vocab, matrix, coverage = Vocabulary(state.progress["vocab"]), None, state.progress["coverage"]
     encoded = encode_documents(train_tokens, vocab)
-    vectors, coverage = embedding_matrix(vocab, config.embeddings, dim=config.embed_dim, seed=config.seed)
     console.print(f"vocabulary: {len(vocab)} words, {config.embeddings} coverage {coverage:.1%}; "
                   f"text ready in {time.perf_counter() - started:.0f}s")
 
@@ -124,7 +159,8 @@ def run_training(settings: Settings, config: TrainConfig, console: Console | Non
     train_index, val_index = train_validation_split(len(corpus.train), seed=config.seed,
                                                     validation_share=config.validation_share)
     num_classes = len(corpus.label_names)
-    model = build_model(config, vocab, vectors, num_classes).to(device)
+    model = HAN(model_config(config, len(vocab), num_classes),
+                torch.from_numpy(matrix) if matrix is not None else None).to(device)
     present = np.unique(labels)
     weights = np.ones(num_classes, dtype=np.float32)
     weights[present] = compute_class_weight("balanced", classes=present, y=labels)
@@ -133,77 +169,128 @@ def run_training(settings: Settings, config: TrainConfig, console: Console | Non
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
 
-    history, best_f1, best_state, stale = [], -1.0, None, 0
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        batches = length_buckets(encoded, train_index, batch_size=config.batch_size, shuffle=True,
-                                 seed=config.seed + epoch)
-        total_loss, correct, seen = 0.0, 0, 0
-        with _progress(console) as progress:
-            task = progress.add_task(f"epoch {epoch}/{config.epochs}", total=len(batches))
-            for batch_index in batches:
-                batch = make_batch(encoded, batch_index).to(device)
-                target = torch.from_numpy(labels[batch_index]).to(device)
-                logits = model(batch.words, batch.sent_lengths, batch.doc_lengths).logits
-                loss = criterion(logits, target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                total_loss += loss.item() * len(batch_index)
-                correct += (logits.argmax(-1) == target).sum().item()
-                seen += len(batch_index)
-                progress.advance(task)
-        val = evaluate(model, encoded, val_index, labels, criterion, device, 2 * config.batch_size)
-        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
-               "val_loss": val["loss"], "val_acc": val["accuracy"], "val_f1": val["weighted_f1"],
-               "lr": optimizer.param_groups[0]["lr"]}
-        scheduler.step()
-        history.append(row)
-        improved = val["weighted_f1"] > best_f1
-        console.print(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-                      f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} F1 {row['val_f1']:.4f}"
-                      + (" (best)" if improved else ""))
-        if improved:
-            best_f1, best_state, stale = val["weighted_f1"], copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
+    history, best_f1, best_state, stale, first_epoch = [], -1.0, None, 0, 1
+    if state is not None:
+        model.load_state_dict(state.model_state)
+        optimizer.load_state_dict(state.optimizer_state)
+        scheduler.load_state_dict(state.scheduler_state)
+        torch.set_rng_state(state.rng_state)
+        history, best_f1, stale = state.progress["history"], state.progress["best_f1"], state.progress["stale"]
+        best_state, first_epoch = state.best_state, state.progress["epoch"] + 1
+    progress_meta = {"version": version, "text": pipeline.to_json(), "vocab": vocab.words, "coverage": coverage}
+
+    interrupted = False
+    try:
+        for epoch in range(first_epoch, config.epochs + 1):
+            if stale >= config.patience:
+                break
+            row = train_epoch(model, encoded, train_index, labels, criterion, optimizer, config, epoch, device,
+                              console)
+            val = evaluate(model, encoded, val_index, labels, criterion, device, 2 * config.batch_size)
+            row.update({"val_loss": val["loss"], "val_acc": val["accuracy"], "val_f1": val["weighted_f1"],
+                        "lr": optimizer.param_groups[0]["lr"]})
+            scheduler.step()
+            history.append(row)
+            improved = val["weighted_f1"] > best_f1
+            if improved:
+                best_f1, best_state, stale = val["weighted_f1"], copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+            save_run_state(partial_dir(root, version), model=model, best_state=best_state, optimizer=optimizer,
+                           scheduler=scheduler, progress={**progress_meta, "epoch": epoch, "best_f1": best_f1,
+                                                          "stale": stale, "history": history,
+                                                          "config": config.to_json()})
+            # printed once the epoch is saved: from here on Ctrl-C keeps it
+            console.print(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+                          f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} F1 {row['val_f1']:.4f}"
+                          + (" (best)" if improved else ""))
             if stale >= config.patience:
                 console.print(f"early stop: no better validation F1 for {config.patience} epochs")
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+    except KeyboardInterrupt:
+        if best_state is None:
+            shutil.rmtree(partial_dir(root, version), ignore_errors=True)
+            raise
+        interrupted = True
+        console.print(f"interrupted: writing the best epoch so far; continue with --resume v{version}")
     train_seconds = time.perf_counter() - started
 
-    # failure thresholds from the validation split, then the test split through the serving path
-    loaded = LoadedModel(0, Path(), model, pipeline, vocab, corpus.label_names, {}, {})
-    loaded.thresholds = {"word_over_concentration": 0.5, "diffuse_sentence_attention": float("inf"),
-                         "short_document": 3, "high_word_entropy": float("inf")}
-    val_results = classify_tokenized(loaded, [train_tokens[i] for i in val_index], device=device)
-    thresholds = {
-        "word_over_concentration": 0.5,
-        "diffuse_sentence_attention": float(np.median([r.summary["sent_entropy"] for r in val_results])),
-        "short_document": 3,
-        "high_word_entropy": float(np.median([r.summary["word_entropy"] for r in val_results])),
-    }
-    test_results = classify_tokenized(loaded, test_tokens, device=device)
-    metrics = scores(corpus.test.labels, [r.predicted for r in test_results])
-    metrics.update({"best_val_f1": best_f1, "epochs_trained": len(history), "embedding_coverage": coverage,
-                    "vocab_size": len(vocab), "train_posts": len(train_index), "validation_posts": len(val_index),
-                    "test_posts": len(corpus.test), "protocol": config.protocol, "train_seconds": train_seconds,
-                    "device": device})
+    model.load_state_dict(best_state)
+    model.eval()
+    loaded = LoadedModel(version, Path(), model, pipeline, vocab, corpus.label_names, {}, {})
+    thresholds = thresholds_from_validation(loaded, [train_tokens[i] for i in val_index], device)
+    loaded.thresholds = thresholds
+    test_predictions = np.array([r.predicted for r in classify_tokenized(loaded, test_tokens, device=device)])
+    metrics = scores(corpus.test.labels, test_predictions)
+    console.print("TF-IDF baselines ...")
+    baselines = run_baselines(corpus.train.texts, corpus.train.labels, corpus.test.texts, corpus.test.labels)
+    metrics.update({
+        "best_val_f1": best_f1, "epochs_trained": len(history), "interrupted": interrupted,
+        "embeddings": config.embeddings, "embedding_coverage": coverage, "vocab_size": len(vocab),
+        "train_posts": len(train_index), "validation_posts": len(val_index), "test_posts": len(corpus.test),
+        "protocol": config.protocol, "train_seconds": train_seconds, "device": device,
+        "parameters": sum(p.numel() for p in model.parameters()), "baselines": baselines,
+        "resumed": resume is not None,
+    })
 
-    version = next_version(settings)
-    path = save_checkpoint(settings.checkpoint_dir, version=version, model=model.cpu(), pipeline=pipeline,
-                           vocab=vocab, label_names=corpus.label_names, thresholds=thresholds,
-                           extra_config={"preset": config.preset, "training": config.to_json(),
-                                         "data": {"protocol": config.protocol, "source": str(settings.data)}},
-                           metrics=metrics, history=history)
+    final_version = version if not (root / f"v{version}").exists() else next_version(settings)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        report = write_training_report(
+            Path(tmp) / "report", label_names=corpus.label_names, train_labels=corpus.train.labels,
+            test_labels=corpus.test.labels, history=history, test_predictions=test_predictions,
+            comparison={f"HAN v{final_version}": metrics, **{b["name"]: b for b in baselines.values()}},
+            summary=experiment_summary(final_version, config, metrics))
+        path = save_checkpoint(root, version=final_version, model=model.cpu(), pipeline=pipeline, vocab=vocab,
+                               label_names=corpus.label_names, thresholds=thresholds,
+                               extra_config={"preset": config.preset, "training": config.to_json(),
+                                             "data": {"protocol": config.protocol, "source": str(settings.data)}},
+                               metrics=metrics, history=history, report_dir=report)
     with session_scope(settings.database_url) as session:
-        queries.register_version(session, version=version, path=str(path.resolve()),
+        queries.register_version(session, version=final_version, path=str(path.resolve()),
                                  sha256=file_sha256(path / WEIGHTS), preset=config.preset,
                                  protocol=config.protocol, metrics=metrics, train_seconds=train_seconds)
-    return TrainResult(version, path, metrics, train_seconds)
+    if not interrupted:
+        shutil.rmtree(partial_dir(root, version), ignore_errors=True)
+    return TrainResult(final_version, path, metrics, train_seconds, interrupted)
+
+
+def train_epoch(model, encoded, train_index, labels, criterion, optimizer, config, epoch, device, console) -> dict:
+    model.train()
+    batches = length_buckets(encoded, train_index, batch_size=config.batch_size, shuffle=True,
+                             seed=config.seed + epoch)
+    total_loss, correct, seen = 0.0, 0, 0
+    with _progress(console) as progress:
+        task = progress.add_task(f"epoch {epoch}/{config.epochs}", total=len(batches))
+        for batch_index in batches:
+            batch = make_batch(encoded, batch_index).to(device)
+            target = torch.from_numpy(labels[batch_index]).to(device)
+            logits = model(batch.words, batch.sent_lengths, batch.doc_lengths).logits
+            loss = criterion(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            total_loss += loss.item() * len(batch_index)
+            correct += (logits.argmax(-1) == target).sum().item()
+            seen += len(batch_index)
+            progress.advance(task)
+    return {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen}
+
+
+def experiment_summary(version: int, config: TrainConfig, metrics: dict) -> dict:
+    name, best = best_baseline(metrics["baselines"])
+    return {
+        "experiment": f"HAN v{version}", "preset": config.preset, "protocol": config.protocol,
+        "embeddings": config.embeddings, "embedding_coverage": metrics["embedding_coverage"],
+        "train_samples": metrics["train_posts"] + metrics["validation_posts"], "test_samples": metrics["test_posts"],
+        "vocab_size": metrics["vocab_size"], "embed_dim": config.embed_dim, "word_hidden_dim": config.word_hidden,
+        "sent_hidden_dim": config.sent_hidden, "num_heads": config.num_heads, "dropout": config.dropout,
+        "top_k_words": config.top_k, "epochs_trained": metrics["epochs_trained"],
+        "best_val_f1": metrics["best_val_f1"], "test_accuracy": metrics["accuracy"],
+        "test_f1": metrics["weighted_f1"], "test_macro_f1": metrics["macro_f1"],
+        "total_params": metrics["parameters"], "train_seconds": round(metrics["train_seconds"], 1),
+        "device": metrics["device"], "best_baseline": best["name"], "best_baseline_accuracy": best["accuracy"],
+        "best_baseline_macro_f1": best["macro_f1"], "interrupted": metrics["interrupted"],
+    }
 
 
 def _progress(console: Console) -> Progress:

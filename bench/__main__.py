@@ -1,0 +1,113 @@
+"""Benchmarks that print numbers: python -m bench train [--preset small] [--batches 8].
+
+`train` times training steps (forward, backward, AdamW step) of han.model.HAN and of the
+reference's per-sentence-slot loop (bench.reference) with the same weights, on the same real
+posts of the corpus, in one run, and prints docs/s of each and their ratio:
+
+  loop, reference batches   the reference: random batches padded to (docs, max_sents, max_words)
+  ours, same batches        our vectorised model on exactly those posts
+  ours, length-bucketed     our trainer's batches: the same posts regrouped by length
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+
+from bench.reference import ReferenceLoopHAN, reference_collate
+from han.batching import length_buckets, make_batch
+from han.model import HAN, HANConfig
+from han.settings import get_settings
+from han.text import TextPipeline, Vocabulary, encode_documents
+from trainer.data import load_corpus
+from trainer.presets import PRESETS, preset
+
+
+def _corpus_batches(config, n_batches: int, seed: int):
+    corpus = load_corpus(get_settings().data, config.protocol)
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(corpus.train))[: n_batches * config.batch_size]
+    posts = [corpus.train.raw[i] for i in pick]
+    pipeline = TextPipeline.train(posts[:500], protocol=config.protocol, max_sents=config.max_sents,
+                                  max_words=config.max_words)
+    tokens = pipeline.tokenize_many(posts)
+    vocab = Vocabulary.build(tokens, min_count=1, max_size=config.max_vocab)
+    labels = corpus.train.labels[pick]
+    return encode_documents(tokens, vocab), vocab, labels
+
+
+def _model(config, vocab) -> HAN:
+    torch.manual_seed(0)
+    return HAN(HANConfig(vocab_size=len(vocab), embed_dim=config.embed_dim, word_hidden=config.word_hidden,
+                         sent_hidden=config.sent_hidden, attention_dim=config.attention_dim,
+                         num_layers=config.num_layers, num_heads=config.num_heads, top_k=config.top_k,
+                         dropout=config.dropout))
+
+
+def _rate(step, collate, batches) -> float:
+    """docs/s of collating and stepping every batch (one untimed warm-up step first)."""
+    step(*collate(batches[0]))
+    started = time.perf_counter()
+    for index in batches:
+        step(*collate(index))
+    return sum(len(index) for index in batches) / (time.perf_counter() - started)
+
+
+def bench_train(preset_name: str, n_batches: int, seed: int) -> dict:
+    config = preset(preset_name)
+    encoded, vocab, labels = _corpus_batches(config, n_batches, seed)
+    random_batches = [np.arange(i, i + config.batch_size) for i in range(0, len(encoded), config.batch_size)]
+    bucketed = length_buckets(encoded, batch_size=config.batch_size, shuffle=True, seed=seed)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    def trainer(model, forward):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        model.train()
+
+        def step(batch, target):
+            loss = loss_fn(forward(batch), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+        return step
+
+    ours = _model(config, vocab)
+    loop = ReferenceLoopHAN(copy.deepcopy(ours))
+    ours_step = trainer(ours, lambda b: ours(b.words, b.sent_lengths, b.doc_lengths).logits)
+    loop_step = trainer(loop, lambda b: loop(*b)[0])
+    ours_collate = lambda index: (make_batch(encoded, index), torch.from_numpy(labels[index]))
+    loop_collate = lambda index: (reference_collate(encoded, index), torch.from_numpy(labels[index]))
+
+    loop_rate = _rate(loop_step, loop_collate, random_batches)
+    same_rate = _rate(ours_step, ours_collate, random_batches)
+    bucket_rate = _rate(ours_step, ours_collate, bucketed)
+    return {"preset": preset_name, "docs": len(encoded), "batch_size": config.batch_size,
+            "threads": torch.get_num_threads(), "loop": loop_rate, "ours_same": same_rate,
+            "ours_bucketed": bucket_rate}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="training throughput: vectorised HAN vs the reference loop")
+    train.add_argument("--preset", action="append", choices=list(PRESETS),
+                       help="preset dimensions to time (repeatable; default: small and seed)")
+    train.add_argument("--batches", type=int, default=8, help="batches of real posts per measurement")
+    train.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(f"{'preset':<8} {'docs':>5} {'batch':>5} {'loop docs/s':>12} {'ours same':>10} {'ratio':>6} "
+          f"{'ours bucketed':>14} {'ratio':>6}")
+    for name in args.preset or ["small", "seed"]:
+        r = bench_train(name, args.batches, args.seed)
+        print(f"{r['preset']:<8} {r['docs']:>5} {r['batch_size']:>5} {r['loop']:>12.1f} {r['ours_same']:>10.1f} "
+              f"{r['ours_same'] / r['loop']:>5.1f}x {r['ours_bucketed']:>14.1f} {r['ours_bucketed'] / r['loop']:>5.1f}x",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Our vectorised HAN equals the reference's per-sentence loop with the same weights (eval mode,
+real batches of the corpus), for the small preset's and the seed preset's dimensions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench.reference import ReferenceLoopHAN, reference_collate
+from han.batching import make_batch
+from han.model import HAN, HANConfig
+from han.text import TextPipeline, Vocabulary, encode_documents
+from trainer.data import load_corpus
+from trainer.presets import preset
+
+
+@pytest.fixture(scope="module")
+def encoded(corpus_path):
+    posts = load_corpus(corpus_path).test.raw[::150][:48]
+    pipeline = TextPipeline.train(posts)
+    tokens = pipeline.tokenize_many(posts)
+    vocab = Vocabulary.build(tokens, min_count=1)
+    return encode_documents(tokens, vocab), len(vocab)
+
+
+@pytest.mark.parametrize("preset_name", ["small", "seed"])
+def test_same_logits_and_attention_as_the_reference_loop(encoded, preset_name):
+    docs, vocab_size = encoded
+    c = preset(preset_name)
+    torch.manual_seed(1)
+    model = HAN(HANConfig(vocab_size=vocab_size, embed_dim=c.embed_dim, word_hidden=c.word_hidden,
+                          sent_hidden=c.sent_hidden, attention_dim=c.attention_dim, num_layers=c.num_layers,
+                          num_heads=c.num_heads, top_k=c.top_k, dropout=c.dropout)).eval()
+    loop = ReferenceLoopHAN(model).eval()
+    for index in (np.arange(0, 16), np.arange(16, 48, 2), np.array([5, 40, 41, 7, 30])):
+        batch = make_batch(docs, index)
+        padded, doc_lengths, sent_lengths = reference_collate(docs, index)
+        with torch.no_grad():
+            ours = model(batch.words, batch.sent_lengths, batch.doc_lengths)
+            logits, word_attns, sent_weights, gate = loop(padded, doc_lengths, sent_lengths)
+        assert torch.allclose(ours.logits, logits, atol=1e-5, rtol=0)
+        assert torch.allclose(ours.sent_weights, sent_weights, atol=1e-5, rtol=0)
+        assert torch.allclose(ours.gate, gate, atol=1e-5, rtol=0)
+        real = torch.cat([word_attns[d, : int(n)] for d, n in enumerate(doc_lengths)])
+        assert torch.allclose(ours.word_weights, real[:, : ours.word_weights.size(1)], atol=1e-5, rtol=0)
+        assert torch.all(real[:, ours.word_weights.size(1):] == 0)

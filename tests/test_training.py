@@ -1,0 +1,124 @@
+"""The trainer: reproducible, resumable after Ctrl-C, any word vectors, baselines and a report."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import PYTHON, ROOT, han_env, run_cli
+
+SLICE = ["--set", "train_limit=1200", "--set", "test_limit=100", "--set", "epochs=3"]
+REPORT_FILES = ["class_distribution.csv", "class_distribution.png", "training_history.csv", "training_history.png",
+                "model_comparison.csv", "model_comparison.png", "per_class_metrics.csv", "per_class_f1.png",
+                "confusion_matrix.png", "experiment_summary.json"]
+
+
+def metrics_of(checkpoints, version):
+    return json.loads((checkpoints / f"v{version}" / "metrics.json").read_text())
+
+
+def history_of(checkpoints, version):
+    return json.loads((checkpoints / f"v{version}" / "history.json").read_text())
+
+
+def losses(history):
+    return [(h["epoch"], h["train_loss"], h["val_loss"], h["val_f1"]) for h in history]
+
+
+def test_same_seed_same_metrics_and_resume_after_ctrl_c(tmp_path, sqlite_url):
+    checkpoints = tmp_path / "checkpoints"
+    env = han_env(tmp_path, sqlite_url, checkpoints)
+    run_cli("train", "--preset", "tiny", *SLICE, env=env, check=True)
+    run_cli("train", "--preset", "tiny", *SLICE, env=env, check=True)
+    first, second = metrics_of(checkpoints, 1), metrics_of(checkpoints, 2)
+    assert losses(history_of(checkpoints, 1)) == losses(history_of(checkpoints, 2))
+    for key in ("accuracy", "weighted_f1", "macro_f1", "best_val_f1"):
+        assert first[key] == second[key], key
+
+    # Ctrl-C after the first epoch: v3 holds the best epoch so far, and the run can go on
+    process = subprocess.Popen([PYTHON, "-m", "cli", "train", "--preset", "tiny", *SLICE], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if line.startswith("epoch 1:"):
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "continue with --resume v3" in err
+    interrupted = metrics_of(checkpoints, 3)
+    assert interrupted["interrupted"] is True and 1 <= interrupted["epochs_trained"] < 3
+    assert (checkpoints / "v3.partial" / "run_state.safetensors").is_file()
+
+    resumed = run_cli("train", "--resume", "v3", env=env, check=True)
+    assert "resuming v3 after epoch" in resumed.stderr
+    assert resumed.stdout.startswith("v4: ")
+    assert not (checkpoints / "v3.partial").exists()
+    # the resumed run is the uninterrupted run, epoch for epoch
+    assert losses(history_of(checkpoints, 4)) == losses(history_of(checkpoints, 1))
+    assert metrics_of(checkpoints, 4)["accuracy"] == first["accuracy"]
+    again = run_cli("train", "--resume", "v4", env=env)
+    assert again.returncode == 1 and "v4 has no saved training state" in again.stderr
+
+
+def write_vectors(path, words, dim, header):
+    rng = np.random.default_rng(0)
+    lines = [f"{len(words)} {dim}"] if header else []
+    lines += [w + " " + " ".join(f"{x:.4f}" for x in rng.normal(size=dim)) for w in words]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("kind", ["glove", "word2vec", "word2vec-binary"])
+def test_any_word_vectors_file(tmp_path, sqlite_url, kind):
+    from gensim.models import KeyedVectors
+
+    words = ["the", "god", "space", "car", "windows", "game", "team", "people", "government", "israel"]
+    path = tmp_path / "vectors.txt"
+    write_vectors(path, words, 8, header=kind != "glove")
+    if kind == "word2vec-binary":
+        binary = tmp_path / "vectors.bin"
+        KeyedVectors.load_word2vec_format(str(path)).save_word2vec_format(str(binary), binary=True)
+        path = binary
+    checkpoints = tmp_path / "checkpoints"
+    env = han_env(tmp_path, sqlite_url, checkpoints)
+    result = run_cli("train", "--preset", "tiny", "--set", "train_limit=300", "--set", "test_limit=50",
+                     "--set", "epochs=1", "--embeddings", str(path), env=env, check=True)
+    assert f"embed_dim set to 8 to match {path}" in result.stderr
+    config = json.loads((checkpoints / "v1" / "config.json").read_text())
+    assert config["model"]["embed_dim"] == 8
+    coverage = metrics_of(checkpoints, 1)["embedding_coverage"]
+    vocab = json.loads((checkpoints / "v1" / "vocab.json").read_text())
+    assert coverage == pytest.approx(sum(w in words for w in vocab) / (len(vocab) - 2))
+    assert f"coverage {coverage:.1%}" in result.stderr
+
+
+def test_bad_embeddings_are_refused(tmp_path, sqlite_url):
+    env = han_env(tmp_path, sqlite_url, tmp_path / "checkpoints")
+    (tmp_path / "junk.txt").write_text("this is not\na vector file at all\n")
+    for value, message in [(str(tmp_path / "missing.txt"), "no such word-vector file"),
+                           (str(tmp_path / "junk.txt"), "not a GloVe or word2vec file")]:
+        result = run_cli("train", "--preset", "tiny", "--set", "train_limit=100", "--embeddings", value, env=env)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_baselines_and_report_are_stored_with_the_version(tiny_model):
+    checkpoints, _, train_output = tiny_model
+    metrics = metrics_of(checkpoints, 1)
+    assert set(metrics["baselines"]) == {"logistic_regression", "naive_bayes", "linear_svm"}
+    for baseline in metrics["baselines"].values():
+        assert 0.05 < baseline["accuracy"] <= 1 and 0 < baseline["macro_f1"] <= 1
+    best = max(metrics["baselines"].values(), key=lambda b: b["accuracy"])
+    assert f"best baseline: {best['name']} accuracy {best['accuracy']:.4f}" in train_output
+    report = checkpoints / "v1" / "report"
+    assert sorted(p.name for p in report.iterdir()) == sorted(REPORT_FILES)
+    for png in report.glob("*.png"):
+        with Image.open(png) as image:
+            assert image.width > 500 and image.height > 400
+    summary = json.loads((report / "experiment_summary.json").read_text())
+    assert summary["test_accuracy"] == metrics["accuracy"] and summary["preset"] == "tiny"
+    comparison = (report / "model_comparison.csv").read_text().splitlines()
+    assert comparison[0].startswith("model,accuracy") and len(comparison) == 5
