@@ -94,7 +94,7 @@ class ReferenceLoopHAN(nn.Module):
         scores = scores.masked_fill(sent_mask.unsqueeze(1).unsqueeze(2) == 0, MASKED)
         attn = cross.dropout(F.softmax(scores, dim=-1))
         attended = torch.matmul(attn, v).transpose(1, 2).contiguous().view(batch, max_sents * k, -1)
-        projected = cross.output(attended)
+        projected = cross.output(attended)  # the reference projects every query, then averages
         keep = query_ok.view(batch, -1, 1).float()
         cross_path = (projected * keep).sum(1) / keep.sum(1).clamp(min=1.0)
 

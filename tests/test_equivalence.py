@@ -44,3 +44,23 @@ def test_same_logits_and_attention_as_the_reference_loop(encoded, preset_name):
         real = torch.cat([word_attns[d, : int(n)] for d, n in enumerate(doc_lengths)])
         assert torch.allclose(ours.word_weights, real[:, : ours.word_weights.size(1)], atol=1e-5, rtol=0)
         assert torch.all(real[:, ours.word_weights.size(1):] == 0)
+
+
+def test_grouped_bilstm_equals_packed_in_values_and_gradients():
+    from han.model import grouped_bilstm, packed_bilstm
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True)
+    lengths = torch.tensor([7, 1, 3, 7, 2, 5, 4, 6, 1])
+    x = torch.randn(len(lengths), 7, 6) * (torch.arange(7) < lengths[:, None]).unsqueeze(-1)
+    results = []
+    for run in (packed_bilstm, grouped_bilstm):
+        lstm.zero_grad()
+        inputs = x.clone().requires_grad_(True)
+        out = run(lstm, inputs, lengths)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), inputs.grad, [p.grad.clone() for p in lstm.parameters()]))
+    (a, ga, pa), (b, gb, pb) = results
+    assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(ga, gb, atol=1e-6)
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(pa, pb))
