@@ -14,14 +14,14 @@ from han.settings import get_settings
 
 # lines are never wrapped (they may be grepped); tables get 160 columns in pipes and logs
 console = Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=160, soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class UserError(click.ClickException):
     """Printed as `error: ...`, exit status 1."""
 
     def show(self, file=None):
-        errors.print(f"[red]error:[/red] {self.message}", highlight=False)
+        err_console.print(f"[red]error:[/red] {self.message}", highlight=False)
 
 
 def settings_from(ctx_obj=None, **overrides):
@@ -64,7 +64,7 @@ def train(preset_name, overrides, embeddings, resume, data, device, checkpoint_d
         raise UserError("--resume continues a run with its own settings; drop --set and --embeddings")
     try:
         config = preset(preset_name, [*overrides, *([f"embeddings={embeddings}"] if embeddings else [])])
-        result = run_training(settings, config, console=errors, resume=parse_version_option(resume))
+        result = run_training(settings, config, console=err_console, resume=parse_version_option(resume))
     except (PresetError, DataError, EmbeddingError, RunStateError, ValueError) as exc:
         raise UserError(str(exc)) from None
     except KeyboardInterrupt:
@@ -151,7 +151,7 @@ def submit(file, model, batch_size, wait, rejects_file, database_url):
     except (IntakeError, SubmitError, UnknownVersion) as exc:
         raise UserError(str(exc)) from None
     for r in result.rejects:
-        errors.print(f"{r.path}:{r.line}: rejected: {r.reason}", highlight=False, markup=False)
+        err_console.print(f"{r.path}:{r.line}: rejected: {r.reason}", highlight=False, markup=False)
     if rejects_file:
         with open(rejects_file, "w", encoding="utf-8") as f:
             for r in result.rejects:
@@ -174,7 +174,7 @@ def wait_for_job(settings, job_id: str, poll: float = 0.5):
     from db import queries
 
     with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[rate]}"), console=errors) as progress:
+                  TextColumn("{task.fields[rate]}"), console=err_console) as progress:
         task = progress.add_task("job", total=None, rate="")
         started = time.monotonic()
         while True:
@@ -294,48 +294,279 @@ def models(fmt, database_url):
     print_frame(frame, fmt, title="model versions (test split; baselines: TF-IDF of the same run)")
 
 
+def emit(sections: dict, fmt: str, heading: str | None = None):
+    """Print named tables (pandas frames) and values: rich tables, CSV sections or one JSON object."""
+    import json as _json
+
+    import pandas as pd
+
+    if fmt == "json":
+        click.echo(_json.dumps({name: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
+                                for name, v in sections.items()}, indent=1, default=str))
+        return
+    if heading and fmt == "table":
+        console.print(heading, highlight=False)
+    for name, value in sections.items():
+        if isinstance(value, pd.DataFrame):
+            if fmt == "csv":
+                click.echo(f"# {name}")
+            print_frame(value, fmt, title=name.replace("_", " "))
+        elif fmt == "table":
+            console.print(f"{name.replace('_', ' ')}: {value:.4f}" if isinstance(value, float) else
+                          f"{name.replace('_', ' ')}: {value}", highlight=False)
+        else:
+            click.echo(f"# {name}: {value}")
+
+
+def selection_options(function):
+    for option in reversed([
+        click.option("--since", metavar="vN", help="versions >= vN"),
+        click.option("--until", metavar="vN", help="versions <= vN"),
+        click.option("--model", metavar="vN", help="only version vN"),
+        click.option("--job", help="only this job"),
+        click.option("--label", metavar="GROUP", help="only posts whose true group is GROUP"),
+        click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+                     show_default=True),
+        click.option("--plot", type=click.Path(), help="also draw a picture into this PNG file"),
+        click.option("--database-url", help="[HAN_DATABASE_URL]"),
+    ]):
+        function = option(function)
+    return function
+
+
+def analysis_session(database_url):
+    return open_session(settings_from(database_url=database_url))
+
+
+def make_selection(since, until, model, job, label):
+    from db.analysis import Selection
+
+    return Selection(since=parse_version_option(since), until=parse_version_option(until),
+                     model=parse_version_option(model), job=job, label=label)
+
+
+def run_analysis(database_url, compute):
+    """compute(session) inside a session; an AnalysisError is a user's error."""
+    from db.analysis import AnalysisError
+
+    try:
+        with analysis_session(database_url) as session:
+            return compute(session)
+    except AnalysisError as exc:
+        raise UserError(str(exc)) from None
+
+
 @cli.group()
 def analyze():
     """Analyses over stored predictions of posts with known labels."""
 
 
 @analyze.command()
-@click.option("--since", default="v1", show_default=True, metavar="vN", help="versions >= vN")
-@output_format
-@click.option("--database-url", help="[HAN_DATABASE_URL]")
-def failures(since, fmt, database_url):
-    """Failure modes among incorrect and correct predictions, and attention statistics of each.
+@selection_options
+def failures(since, until, model, job, label, fmt, plot, database_url):
+    """Failure modes among incorrect and correct predictions, whether each predicts errors (error
+    rate flagged vs unflagged, overall and per group), and attention statistics of each outcome.
 
     Example: python -m cli analyze failures --since v3
     """
+    from db import analysis
+
+    selection = make_selection(since, until, model, job, label)
+    frame = run_analysis(database_url, lambda s: analysis.select_stats(s, selection))
+    n_inc, n_cor = int((frame["correct"] == 0).sum()), int((frame["correct"] == 1).sum())
+    emit({"selection": selection.describe(), "incorrect": n_inc, "correct": n_cor,
+          "failure_modes": analysis.failure_table(frame),
+          "failure_modes_by_group": analysis.flag_lift_by_group(frame),
+          "attention": analysis.attention_by_outcome(frame)}, fmt)
+    if plot:
+        from han.plots import outcome_histograms_png
+
+        outcome_histograms_png(frame.assign(**{f: frame[f].astype(float) for f in analysis.FLAGS}),
+                               ["word_max_mean", "sent_entropy", "num_sentences", "word_entropy"], plot,
+                               title=f"failure-mode statistics, correct vs incorrect ({selection.describe()})")
+
+
+@analyze.command()
+@click.option("--top", default=15, show_default=True, help="most confused pairs to show")
+@selection_options
+def errors(top, since, until, model, job, label, fmt, plot, database_url):
+    """Per-group precision, recall, F1 and support (sorted by F1), the confusion matrix and the most
+    confused pairs. --plot draws the confusion matrix.
+
+    Example: python -m cli analyze errors --model v2 --format csv
+    """
+    from db import analysis
+
+    selection = make_selection(since, until, model, job, label)
+    frame = run_analysis(database_url, lambda s: analysis.select_stats(s, selection))
+    matrix = analysis.confusion(frame)
+    sections = {"selection": selection.describe(), **analysis.summary_metrics(frame),
+                "per_group": analysis.per_group_metrics(frame), "confused_pairs": analysis.confused_pairs(frame, top)}
+    if fmt != "table":  # 20 x 20 counts do not fit a terminal; --plot draws them
+        sections["confusion_matrix"] = matrix.reset_index()
+    emit(sections, fmt)
+    if plot:
+        from han.plots import confusion_png
+
+        confusion_png(matrix, plot, title=f"confusion matrix ({selection.describe()})")
+
+
+@analyze.command()
+@selection_options
+def attention(since, until, model, job, label, fmt, plot, database_url):
+    """Distribution of each attention statistic for correct vs incorrect predictions, and how much
+    weight the gate gives the cross-attention path. --plot draws the histograms.
+
+    Example: python -m cli analyze attention --since v1 --plot attention.png
+    """
+    from db import analysis
+
+    selection = make_selection(since, until, model, job, label)
+    frame = run_analysis(database_url, lambda s: analysis.select_stats(s, selection))
+    gate = frame["gate_mean"].astype(float)
+    emit({"selection": selection.describe(), "predictions": len(frame),
+          "cross_path_weight_mean": float(gate.mean()), "cross_path_weight_std": float(gate.std()) if len(gate) > 1 else 0.0,
+          "distribution": analysis.attention_distribution(frame),
+          "correct_vs_incorrect": analysis.attention_by_outcome(frame)}, fmt)
+    if plot:
+        from han.plots import outcome_histograms_png
+
+        outcome_histograms_png(frame, ["word_entropy", "sent_entropy", "gate_mean", "word_max"], plot,
+                               title=f"attention statistics, correct vs incorrect ({selection.describe()})")
+
+
+@analyze.command()
+@click.argument("version_a", metavar="vA")
+@click.argument("version_b", metavar="vB")
+@click.option("--job", help="only posts of this job")
+@click.option("--label", metavar="GROUP", help="only posts whose true group is GROUP")
+@click.option("--show", default=20, show_default=True, help="flipped posts to list in each direction")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--plot", type=click.Path(), help="draw failure-mode rates of both versions into this PNG")
+@click.option("--database-url", help="[HAN_DATABASE_URL]")
+def compare(version_a, version_b, job, label, show, fmt, plot, database_url):
+    """Compare two versions on the labelled posts both have classified (matched by post id): metric
+    deltas, posts whose prediction flipped, and shifts in failure-mode rates.
+
+    Example: python -m cli analyze compare v1 v2
+    """
+    from db import analysis
+
+    a, b = parse_version_option(version_a), parse_version_option(version_b)
+
+    def compute(session):
+        analysis.check_versions(session, a, b)
+        return analysis.compare_versions(session, a, b, job=job, label=label)
+
+    result = run_analysis(database_url, compute)
+    emit({"posts_in_common": result["posts"], "metrics": result["metrics"],
+          "right_to_wrong_count": len(result["right_to_wrong"]), "wrong_to_right_count": len(result["wrong_to_right"]),
+          "right_to_wrong": result["right_to_wrong"].head(show), "wrong_to_right": result["wrong_to_right"].head(show),
+          "failure_shifts": result["failure_shifts"]}, fmt)
+    if plot:
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        from han.plots import save
+
+        shifts = result["failure_shifts"]
+        fig, ax = plt.subplots(figsize=(10, 5))
+        x = np.arange(len(shifts))
+        ax.bar(x - 0.2, shifts[f"v{a}_rate"], 0.4, label=f"v{a}")
+        ax.bar(x + 0.2, shifts[f"v{b}_rate"], 0.4, label=f"v{b}")
+        ax.set_xticks(x, shifts["failure_mode"], rotation=15)
+        ax.set_ylabel("share of posts flagged")
+        ax.set_title(f"failure-mode rates, v{a} vs v{b} ({result['posts']} posts)")
+        ax.legend()
+        save(fig, plot)
+
+
+@cli.command()
+@click.argument("post_id")
+@click.option("--model", metavar="vN", help="model version (default: the version that classified it, else newest)")
+@click.option("--job", help="the job the post came in (when the same id was submitted more than once)")
+@click.option("--html", "html_file", type=click.Path(), help="also write the highlighted post as an HTML page")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--database-url", help="[HAN_DATABASE_URL]")
+def explain(post_id, model, job, html_file, fmt, database_url):
+    """Show where the model looked in one stored post: sentences and words shaded by attention,
+    the prediction, the top-3 probabilities and the failure flags, recomputed with the checkpoint.
+
+    Example: python -m cli explain test/sci.med/59225 --html post.html
+    """
     import json as _json
 
-    from db import analysis, queries
+    from db import queries
+    from db.analysis import AnalysisError
+    from han.checkpoint import CheckpointError
+    from han.explain import explanation_html, explanation_text
+    from worker.service import model_for
 
     settings = settings_from(database_url=database_url)
-    since_version = parse_version_option(since)
-    with open_session(settings) as session:
-        known = queries.known_versions(session)
-        if since_version not in known and not any(v >= since_version for v in known):
-            raise UserError(f"no versions >= v{since_version}; known versions: "
-                            + (", ".join(f"v{v}" for v in known) or "none"))
-        frame = analysis.labelled_stats(session, since=since_version)
-    if frame.empty:
-        raise UserError(f"no labelled predictions from versions >= v{since_version}")
-    modes, stats = analysis.failure_modes(frame), analysis.attention_by_outcome(frame)
-    n_inc, n_cor = int((frame["correct"] == 0).sum()), int((frame["correct"] == 1).sum())
+    try:
+        with open_session(settings) as session:
+            post = queries.find_post(session, external_id=post_id, job_id=job)
+            version = parse_version_option(model) or post["version"]
+            queries.get_version(session, version=version)
+        loaded = model_for(settings, version)
+    except (LookupError, AnalysisError, CheckpointError) as exc:
+        raise UserError(str(exc)) from None
+    from han.inference import explain_text
+
+    result = explain_text(loaded, post["text"])
+    result.update({"post_id": post_id, "job": post["job_id"], "model": f"v{version}", "true_label": post["true_label"]})
+    if html_file:
+        with open(html_file, "w", encoding="utf-8") as f:
+            f.write(explanation_html(result))
     if fmt == "json":
-        click.echo(_json.dumps({"since": f"v{since_version}", "incorrect": n_inc, "correct": n_cor,
-                                "failure_modes": modes.to_dict(orient="records"),
-                                "attention": stats.to_dict(orient="records")}, indent=1))
-        return
-    if fmt == "table":
-        console.print(f"versions >= v{since_version}: {n_cor + n_inc} labelled predictions, "
-                      f"{n_inc} incorrect, {n_cor} correct", highlight=False)
-    print_frame(modes, fmt, title="failure modes")
-    if fmt == "csv":
-        click.echo()
-    print_frame(stats, fmt, title="attention statistics: correct vs incorrect (mean, std)")
+        click.echo(_json.dumps(result, indent=1))
+    else:
+        console.print(explanation_text(result))
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path())
+@click.option("--since", metavar="vN", help="versions >= vN")
+@click.option("--until", metavar="vN", help="versions <= vN")
+@click.option("--model", metavar="vN", help="only version vN")
+@click.option("--job", help="only this job")
+@click.option("--label", metavar="GROUP", help="only posts whose true group is GROUP")
+@click.option("--database-url", help="[HAN_DATABASE_URL]")
+def report(out_dir, since, until, model, job, label, database_url):
+    """Write the reference's error-analysis files from the database into OUT_DIR.
+
+    Example: python -m cli report --since v1 report/
+    """
+    from db.report import write_analysis_report
+
+    selection = make_selection(since, until, model, job, label)
+    paths = run_analysis(database_url, lambda s: write_analysis_report(s, selection, out_dir))
+    for path in paths:
+        console.print(str(path), highlight=False)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="bind :NAME to VALUE (numbers are passed as numbers)")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--database-url", help="[HAN_DATABASE_URL]")
+def sql(query, params, fmt, database_url):
+    """Run one read-only, parameterised query and print its rows. Writes are refused.
+
+    Example: python -m cli sql "SELECT true_label, AVG(correct) FROM attention_stats
+    WHERE version = :v GROUP BY true_label" -p v 1
+    """
+    import pandas as pd
+
+    from db.readonly import ReadOnlyError, run_read_only
+
+    settings = settings_from(database_url=database_url)
+    try:
+        columns, rows = run_read_only(settings.database_url, query, dict(params))
+    except ReadOnlyError as exc:
+        raise UserError(str(exc)) from None
+    print_frame(pd.DataFrame(rows, columns=columns), fmt)
 
 
 @cli.group()

@@ -103,11 +103,25 @@ def job_labelled_results(session: Session, *, job_id: str) -> list[tuple[str, st
     return [(t, p) for t, p in rows]
 
 
+def find_post(session: Session, *, external_id: str, job_id: str | None = None) -> dict:
+    """The newest stored post with this id (in `job_id` when given), with the newest version that
+    classified it (None when none has yet)."""
+    query = select(Post).where(Post.external_id == external_id)
+    if job_id:
+        query = query.where(Post.job_id == job_id)
+    post = session.scalars(query.order_by(Post.id.desc()).limit(1)).first()
+    if post is None:
+        raise LookupError(f"no post {external_id!r}" + (f" in job {job_id}" if job_id else ""))
+    version = session.scalar(select(func.max(Prediction.model_version)).where(Prediction.post_id == post.id))
+    return {"id": post.id, "job_id": post.job_id, "text": post.text, "true_label": post.true_label,
+            "version": version}
+
+
 # --- the worker's reads and writes ----------------------------------------------------------
 
 def fetch_posts(session: Session, *, post_ids: list[int]) -> list[tuple[int, str, str]]:
     """(post id, job id, text) of the given posts that still exist."""
-    return list(session.execute(select(Post.id, Post.job_id, Post.text).where(Post.id.in_(post_ids))).tuples())
+    return [tuple(r) for r in session.execute(select(Post.id, Post.job_id, Post.text).where(Post.id.in_(post_ids)))]
 
 
 def missing_predictions(session: Session, *, post_ids: list[int], version: int) -> list[int]:

@@ -106,3 +106,30 @@ def classify_tokenized(loaded, tokenized, *, device="cpu", micro_batch: int = 64
 
 def classify_texts(loaded, texts, *, device="cpu", micro_batch: int = 64) -> list[PostResult]:
     return classify_tokenized(loaded, loaded.pipeline.tokenize_many(texts), device=device, micro_batch=micro_batch)
+
+
+def explain_text(loaded, text: str, *, device="cpu") -> dict:
+    """One post with every sentence's words and weights, the sentence weights, the top-3 labels,
+    the summary and the flags, from the checkpoint `loaded`."""
+    tokenized = loaded.pipeline.tokenize(text) or [["<UNK>"]]
+    encoded = encode_documents([tokenized], loaded.vocab)
+    model = loaded.model.to(device).eval()
+    with torch.inference_mode():
+        batch = make_batch(encoded, [0]).to(device)
+        out = model(batch.words, batch.sent_lengths, batch.doc_lengths)
+        summary = {name: float(v[0]) for name, v in summarise(out, batch).items()}
+    probabilities = torch.softmax(out.logits.float(), -1)[0].cpu().numpy()
+    word_weights = out.word_weights.cpu().numpy()
+    sent_weights = out.sent_weights[0].cpu().numpy()
+    summary["num_sentences"], summary["num_words"] = int(summary["num_sentences"]), int(summary["num_words"])
+    sentences = [{"weight": float(sent_weights[i]),
+                  "words": [[w, float(word_weights[i, j])] for j, w in enumerate(sentence)]}
+                 for i, sentence in enumerate(tokenized)]
+    order = probabilities.argsort()[::-1]
+    return {
+        "predicted": loaded.label_names[int(order[0])],
+        "top3": [[loaded.label_names[int(i)], float(probabilities[i])] for i in order[:3]],
+        "sentences": sentences,
+        "summary": summary,
+        "flags": {name: bool(v) for name, v in failure_flags(summary, loaded.thresholds).items()},
+    }

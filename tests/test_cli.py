@@ -16,7 +16,7 @@ def test_errors_are_one_clear_line(tiny_model, sqlite_url, tmp_path):
         (["submit", str(tmp_path / "x.jsonl"), "--model", "v9"], "no v9 in the registry; known versions: v1"),
         (["submit", str(tmp_path / "x.jsonl"), "--model", "latest"], "'latest' is not a model version"),
         (["analyze", "failures", "--since", "v5"], "no versions >= v5; known versions: v1"),
-        (["analyze", "failures", "--since", "v1"], "no labelled predictions from versions >= v1"),
+        (["analyze", "failures", "--since", "v1"], "no labelled predictions match (versions >= v1)"),
         (["train", "--preset", "huge"], "unknown preset 'huge'"),
         (["train", "--preset", "tiny", "--set", "colour=red"], "bad override 'colour=red'"),
         (["status", "no-such-job"], "no job 'no-such-job'"),

@@ -13,7 +13,7 @@ def test_upgrade_and_downgrade(database_url):
     engine = create_engine(normalise_url(database_url))
     inspector = inspect(engine)
     assert TABLES <= set(inspector.get_table_names())
-    assert "attention_stats" in inspector.get_view_names()
+    assert {"attention_stats", "version_summary"} <= set(inspector.get_view_names())
     columns = {c["name"] for c in inspector.get_columns("attention_stats")}
     assert {"post_id", "version", "predicted_label", "true_label", "correct", "word_entropy", "word_max",
             "word_max_mean", "sent_entropy", "sent_max", "gate_mean", "num_sentences", "num_words",
@@ -23,5 +23,5 @@ def test_upgrade_and_downgrade(database_url):
     downgrade(database_url)
     inspector = inspect(engine)
     assert not (TABLES & set(inspector.get_table_names()))
-    assert "attention_stats" not in inspector.get_view_names()
+    assert not {"attention_stats", "version_summary"} & set(inspector.get_view_names())
     engine.dispose()

@@ -11,21 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # noqa: E402
-
-DPI = 110
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+from han.plots import confusion_png, per_group_f1_png, save
 
 
 def class_distribution(folder: Path, label_names, train_labels, test_labels) -> None:
@@ -43,7 +34,7 @@ def class_distribution(folder: Path, label_names, train_labels, test_labels) -> 
     ax.set_ylabel("posts")
     ax.set_title("20 Newsgroups: posts per group")
     ax.legend()
-    _save(fig, folder / "class_distribution.png")
+    save(fig, folder / "class_distribution.png")
 
 
 def training_history(folder: Path, history: list[dict]) -> None:
@@ -63,7 +54,7 @@ def training_history(folder: Path, history: list[dict]) -> None:
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend()
-    _save(fig, folder / "training_history.png")
+    save(fig, folder / "training_history.png")
 
 
 def model_comparison(folder: Path, comparison: dict[str, dict]) -> None:
@@ -82,7 +73,7 @@ def model_comparison(folder: Path, comparison: dict[str, dict]) -> None:
     ax.set_ylim(low, 1.0)
     ax.set_title("test metrics: HAN and TF-IDF baselines")
     ax.legend(ncols=5, fontsize=8, loc="upper center")
-    _save(fig, folder / "model_comparison.png")
+    save(fig, folder / "model_comparison.png")
 
 
 def per_class(folder: Path, label_names, labels, predictions) -> pd.DataFrame:
@@ -91,37 +82,15 @@ def per_class(folder: Path, label_names, labels, predictions) -> pd.DataFrame:
     frame = pd.DataFrame({"id": ids, "category": label_names, "precision": precision, "recall": recall,
                           "f1": f1, "support": support}).sort_values("f1")
     frame.to_csv(folder / "per_class_metrics.csv", index=False)
-    fig, ax = plt.subplots(figsize=(10, 7))
-    bars = ax.barh(frame["category"], frame["f1"], color=plt.cm.RdYlGn(frame["f1"].to_numpy()))
-    ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
-    weighted = float(np.average(f1, weights=np.maximum(support, 1e-12))) if support.sum() else 0.0
-    ax.axvline(weighted, color="red", linestyle="--", label=f"weighted F1 {weighted:.3f}")
-    ax.set_xlim(0, 1.08)
-    ax.set_xlabel("F1")
-    ax.set_title("per-group F1 on the test split")
-    ax.legend(loc="lower right")
-    _save(fig, folder / "per_class_f1.png")
+    per_group_f1_png(frame.rename(columns={"category": "group"}), folder / "per_class_f1.png",
+                     title="per-group F1 on the test split")
     return frame
 
 
 def confusion(folder: Path, label_names, labels, predictions) -> None:
     matrix = confusion_matrix(labels, predictions, labels=np.arange(len(label_names)))
-    fig, ax = plt.subplots(figsize=(13, 11))
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    ticks = np.arange(len(label_names))
-    ax.set_xticks(ticks, label_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(ticks, label_names, fontsize=8)
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if matrix[i, j] > threshold else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("confusion matrix (test split)")
-    _save(fig, folder / "confusion_matrix.png")
+    confusion_png(pd.DataFrame(matrix, index=label_names, columns=label_names), folder / "confusion_matrix.png",
+                  title="confusion matrix (test split)")
 
 
 def write_training_report(folder: Path, *, label_names, train_labels, test_labels, history, test_predictions,
