@@ -1,4 +1,5 @@
-"""Benchmarks that print numbers: python -m bench train [--preset small] [--batches 8].
+"""Benchmarks that print numbers: python -m bench train [--preset small] [--batches 8]
+                                   python -m bench soak [--batches 500] [--batch-size 16]
 
 `train` times training steps (forward, backward, AdamW step) of han.model.HAN and of the
 reference's per-sentence-slot loop (bench.reference) with the same weights, on the same real
@@ -7,6 +8,9 @@ posts of the corpus, in one run, and prints docs/s of each and their ratio:
   loop, reference batches   the reference: random batches padded to (docs, max_sents, max_words)
   ours, same batches        our vectorised model on exactly those posts
   ours, length-bucketed     our trainer's batches: the same posts regrouped by length
+
+`soak` runs a real worker over many batches and prints its resident memory and the fitted slope
+(bench.soak).
 """
 from __future__ import annotations
 
@@ -99,7 +103,15 @@ def main(argv=None):
                        help="preset dimensions to time (repeatable; default: small and seed)")
     train.add_argument("--batches", type=int, default=8, help="batches of real posts per measurement")
     train.add_argument("--seed", type=int, default=0)
+    soak = sub.add_parser("soak", help="worker resident memory over many batches")
+    soak.add_argument("--batches", type=int, default=500)
+    soak.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
+    if args.command == "soak":
+        from bench.soak import print_soak, run_soak
+
+        print_soak(run_soak(args.batches, args.batch_size, str(get_settings().data)))
+        return
     print(f"{'preset':<8} {'docs':>5} {'batch':>5} {'loop docs/s':>12} {'ours same':>10} {'ratio':>6} "
           f"{'ours bucketed':>14} {'ratio':>6}")
     for name in args.preset or ["small", "seed"]:

@@ -129,13 +129,16 @@ def open_session(settings):
 @click.option("--batch-size", default=128, show_default=True, help="posts per queued task")
 @click.option("--wait", is_flag=True, help="show progress until the job is done, then a summary")
 @click.option("--rejects", "rejects_file", type=click.Path(), help="write rejected lines here (JSON lines)")
+@click.option("--new-job", is_flag=True, help="store the posts again even if this file was submitted before")
 @click.option("--database-url", help="[HAN_DATABASE_URL]")
-def submit(file, model, batch_size, wait, rejects_file, database_url):
+def submit(file, model, batch_size, wait, rejects_file, new_job, database_url):
     """Submit a JSON-lines file of posts for classification.
 
     Each line: {"id": ..., "text": ..., "label": optional group name}. Bad lines are reported with
-    their line number and skipped; the rest go through. Exit status: 0 when every line was
-    accepted, 2 when some lines were rejected, 1 on an error.
+    their line number and skipped; the rest go through. Submitting the same file to the same model
+    again resumes its job instead of storing the posts twice. Exit status: 0 when every line was
+    accepted (and, with --wait, every post classified), 2 when some lines were rejected, 3 when
+    (with --wait) some posts could not be classified, 1 on an error.
 
     Example: python -m cli submit posts.jsonl --wait
     """
@@ -147,7 +150,8 @@ def submit(file, model, batch_size, wait, rejects_file, database_url):
 
     settings = settings_from(database_url=database_url)
     try:
-        result = submit_file(settings, file, version=parse_version_option(model), batch_size=batch_size)
+        result = submit_file(settings, file, version=parse_version_option(model), batch_size=batch_size,
+                             new_job=new_job)
     except (IntakeError, SubmitError, UnknownVersion) as exc:
         raise UserError(str(exc)) from None
     for r in result.rejects:
@@ -158,12 +162,18 @@ def submit(file, model, batch_size, wait, rejects_file, database_url):
                 f.write(_json.dumps(r.to_json()) + "\n")
     if result.job_id is None:
         raise UserError(f"{file}: no valid posts to submit ({len(result.rejects)} lines rejected)")
-    console.print(f"job {result.job_id}: {result.accepted} posts accepted, {len(result.rejects)} lines rejected, "
-                  f"{result.batches} batches queued for v{result.version}", highlight=False)
+    if result.resumed:
+        console.print(f"job {result.job_id}: this file was submitted before; "
+                      + ("it is done" if result.status == "done" else
+                         f"resumed, {result.batches} batches queued for its unfinished posts"), highlight=False)
+    else:
+        console.print(f"job {result.job_id}: {result.accepted} posts accepted, {len(result.rejects)} lines rejected, "
+                      f"{result.batches} batches queued for v{result.version}", highlight=False)
+    failed = 0
     if wait:
         wait_for_job(settings, result.job_id)
-        show_job(settings, result.job_id)
-    sys.exit(2 if result.rejects else 0)
+        failed = show_job(settings, result.job_id)["failed"]
+    sys.exit(3 if failed else 2 if result.rejects else 0)
 
 
 def wait_for_job(settings, job_id: str, poll: float = 0.5):
@@ -199,11 +209,17 @@ def job_report(settings, job_id: str) -> dict:
         job = queries.get_job(session, job_id=job_id)
         if job is None:
             raise UserError(f"no job {job_id!r}")
-        done = queries.job_done_count(session, job=job)
+        classified = queries.job_classified_count(session, job=job)
+        failures = queries.job_failures(session, job=job)
         pairs = queries.job_labelled_results(session, job_id=job_id)
         report = {"job": job.id, "model": f"v{job.model_version}", "status": job.status, "source": job.source,
-                  "posts": job.total_posts, "classified": done, "rejected_lines": job.rejected_lines,
+                  "posts": job.total_posts, "classified": classified, "failed": len(failures),
+                  "rejected_lines": job.rejected_lines,
                   "created_at": str(job.created_at), "finished_at": str(job.finished_at or "")}
+        if failures:
+            report["failures"] = [f"{post}: {reason}" for post, reason in failures[:20]]
+        if job.status == "submitting":
+            report["hint"] = "submitting was interrupted: submit the same file again, or: python -m cli resume JOB"
     if pairs:
         truth, predicted = zip(*pairs)
         labels = sorted(set(truth))
@@ -218,10 +234,16 @@ def show_job(settings, job_id: str, fmt: str = "table"):
     report = job_report(settings, job_id)
     if fmt == "json":
         click.echo(_json.dumps(report, indent=1))
-        return
+        return report
     for key, value in report.items():
-        console.print(f"{key:>15}: {value:.4f}" if isinstance(value, float) else f"{key:>15}: {value}",
-                      highlight=False)
+        if isinstance(value, list):
+            console.print(f"{key:>15}:", highlight=False)
+            for item in value:
+                console.print(f"{'':>17}{item}", highlight=False, markup=False)
+        else:
+            console.print(f"{key:>15}: {value:.4f}" if isinstance(value, float) else f"{key:>15}: {value}",
+                          highlight=False, markup=False)
+    return report
 
 
 @cli.command()
@@ -239,6 +261,30 @@ def status(job_id, wait, fmt, database_url):
     if wait:
         wait_for_job(settings, job_id)
     show_job(settings, job_id, fmt)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--retry-failed", is_flag=True, help="also classify again the posts that failed")
+@click.option("--wait", is_flag=True, help="show progress until the job is done")
+@click.option("--database-url", help="[HAN_DATABASE_URL]")
+def resume(job_id, retry_failed, wait, database_url):
+    """Enqueue a job's unfinished posts again: after a crash while submitting, a lost queue, or
+    (with --retry-failed) a fixed checkpoint. Posts already classified are never classified twice.
+
+    Example: python -m cli resume 3f2c... --wait
+    """
+    from worker.submit import SubmitError, resume_job
+
+    settings = settings_from(database_url=database_url)
+    try:
+        batches, status = resume_job(settings, job_id, retry_failed=retry_failed)
+    except SubmitError as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"job {job_id}: {batches} batches queued, status {status}", highlight=False)
+    if wait:
+        wait_for_job(settings, job_id)
+        sys.exit(3 if show_job(settings, job_id)["failed"] else 0)
 
 
 @cli.command("export-posts")

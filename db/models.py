@@ -42,6 +42,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     model_version: Mapped[int] = mapped_column(ForeignKey("model_versions.version"))
     source: Mapped[str] = mapped_column(Text)  # the submitted file
+    source_sha256: Mapped[str | None] = mapped_column(String(64), index=True)  # its content, to resume
     batch_size: Mapped[int] = mapped_column(Integer)
     total_posts: Mapped[int] = mapped_column(Integer, default=0)
     rejected_lines: Mapped[int] = mapped_column(Integer, default=0)
@@ -101,3 +102,17 @@ class FailureFlags(Base):
     diffuse_sentence_attention: Mapped[bool] = mapped_column(Boolean)
     short_document: Mapped[bool] = mapped_column(Boolean)
     high_word_entropy: Mapped[bool] = mapped_column(Boolean)
+
+
+class PostFailure(Base):
+    """A post that a version could not classify, with the reason; counts toward job completion."""
+
+    __tablename__ = "post_failures"
+    __table_args__ = (UniqueConstraint("post_id", "model_version", name="uq_post_failures_post_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    model_version: Mapped[int] = mapped_column(ForeignKey("model_versions.version"))
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

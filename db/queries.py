@@ -10,7 +10,7 @@ import json
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import AttentionSummary, FailureFlags, Job, ModelVersion, Post, Prediction, utcnow
+from db.models import AttentionSummary, FailureFlags, Job, ModelVersion, Post, PostFailure, Prediction, utcnow
 
 
 class UnknownVersion(LookupError):
@@ -66,10 +66,11 @@ def get_version(session: Session, *, version: int | None = None) -> ModelVersion
 # --- jobs and posts -------------------------------------------------------------------------
 
 def create_job(session: Session, *, job_id: str, model_version: int, source: str, batch_size: int,
-               posts: list[dict], rejected_lines: int) -> Job:
+               posts: list[dict], rejected_lines: int, source_sha256: str | None = None) -> Job:
     """A job with its posts ({"external_id", "line_no", "text", "true_label"}), in the caller's transaction."""
     job = Job(id=job_id, model_version=model_version, source=source, batch_size=batch_size,
-              total_posts=len(posts), rejected_lines=rejected_lines, status="submitting")
+              total_posts=len(posts), rejected_lines=rejected_lines, status="submitting",
+              source_sha256=source_sha256)
     session.add(job)
     session.flush()
     session.execute(Post.__table__.insert(), [{"job_id": job_id, **post} for post in posts])
@@ -81,17 +82,58 @@ def job_post_ids(session: Session, *, job_id: str) -> list[int]:
 
 
 def mark_job_queued(session: Session, *, job_id: str) -> None:
-    session.get(Job, job_id).status = "queued"
+    """Queued, unless already done; a done job whose posts were reopened goes back to queued."""
+    job = session.get(Job, job_id)
+    if job.status != "done" or job_done_count(session, job=job) < job.total_posts:
+        job.status, job.finished_at = "queued", None
+
+
+def clear_failures(session: Session, *, job: Job) -> int:
+    """Forget the job's failed posts so they are classified again."""
+    ids = job_post_ids(session, job_id=job.id)
+    failures = session.scalars(select(PostFailure).where(PostFailure.post_id.in_(ids),
+                                                         PostFailure.model_version == job.model_version)).all()
+    for failure in failures:
+        session.delete(failure)
+    session.flush()
+    return len(failures)
 
 
 def get_job(session: Session, *, job_id: str) -> Job | None:
     return session.get(Job, job_id)
 
 
-def job_done_count(session: Session, *, job: Job) -> int:
+def job_for_source(session: Session, *, source_sha256: str, version: int) -> Job | None:
+    """The newest job that submitted a file with this content to this version."""
+    return session.scalars(select(Job).where(Job.source_sha256 == source_sha256, Job.model_version == version)
+                           .order_by(Job.created_at.desc()).limit(1)).first()
+
+
+def job_classified_count(session: Session, *, job: Job) -> int:
     return session.scalar(
         select(func.count(Prediction.id)).join(Post, Post.id == Prediction.post_id)
         .where(Post.job_id == job.id, Prediction.model_version == job.model_version)) or 0
+
+
+def job_failures(session: Session, *, job: Job) -> list[tuple[str, str]]:
+    """(post id as submitted, reason) of the job's posts its version could not classify."""
+    rows = session.execute(
+        select(Post.external_id, PostFailure.reason).join(PostFailure, PostFailure.post_id == Post.id)
+        .where(Post.job_id == job.id, PostFailure.model_version == job.model_version).order_by(Post.id))
+    return [(external_id, reason) for external_id, reason in rows]
+
+
+def job_done_count(session: Session, *, job: Job) -> int:
+    """Posts finished either way: classified, or failed with a reason."""
+    failed = session.scalar(
+        select(func.count(PostFailure.id)).join(Post, Post.id == PostFailure.post_id)
+        .where(Post.job_id == job.id, PostFailure.model_version == job.model_version)) or 0
+    return job_classified_count(session, job=job) + failed
+
+
+def unfinished_post_ids(session: Session, *, job: Job) -> list[int]:
+    """The job's posts with neither a prediction nor a failure for its version."""
+    return missing_predictions(session, post_ids=job_post_ids(session, job_id=job.id), version=job.model_version)
 
 
 def job_labelled_results(session: Session, *, job_id: str) -> list[tuple[str, str]]:
@@ -125,9 +167,25 @@ def fetch_posts(session: Session, *, post_ids: list[int]) -> list[tuple[int, str
 
 
 def missing_predictions(session: Session, *, post_ids: list[int], version: int) -> list[int]:
-    done = set(session.scalars(select(Prediction.post_id).where(
-        Prediction.post_id.in_(post_ids), Prediction.model_version == version)))
+    """Posts with neither a prediction nor a recorded failure for `version`."""
+    done = set()
+    for start in range(0, len(post_ids), 5000):  # keep IN lists short
+        chunk = post_ids[start:start + 5000]
+        done.update(session.scalars(select(Prediction.post_id).where(
+            Prediction.post_id.in_(chunk), Prediction.model_version == version)))
+        done.update(session.scalars(select(PostFailure.post_id).where(
+            PostFailure.post_id.in_(chunk), PostFailure.model_version == version)))
     return [i for i in post_ids if i not in done]
+
+
+def record_failures(session: Session, *, version: int, reasons: dict[int, str], attempts: int) -> int:
+    """Mark posts failed for `version` (skipping any already finished); returns how many were marked."""
+    new = set(missing_predictions(session, post_ids=list(reasons), version=version))
+    for post_id in new:
+        session.add(PostFailure(post_id=post_id, model_version=version, reason=reasons[post_id][:2000],
+                                attempts=attempts))
+    session.flush()
+    return len(new)
 
 
 def save_predictions(session: Session, *, version: int, rows: list[dict]) -> int:

@@ -6,6 +6,7 @@
     HAN_DEVICE          auto, cpu or cuda:N (default: auto)
     HAN_DATA            the 20news-bydate archive or folder (default: ../shared/data/20news-bydate.tar.gz)
     HAN_HOME            run-time files: embedded broker socket, logs (default: .han)
+    HAN_VISIBILITY_TIMEOUT  seconds before an unacknowledged batch is delivered again (default: 600)
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Settings:
     device: str
     data: Path
     home: Path
+    visibility_timeout: int  # seconds; a batch must finish well inside it
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -39,14 +41,15 @@ def get_settings() -> Settings:
         device=env.get("HAN_DEVICE") or "auto",
         data=Path(env.get("HAN_DATA") or DEFAULT_DATA),
         home=Path(env.get("HAN_HOME") or ".han"),
+        visibility_timeout=int(env.get("HAN_VISIBILITY_TIMEOUT") or 600),
     )
 
 
 def mask_url(url: str | None) -> str:
-    """A URL fit to print: any password replaced by ***."""
+    """A URL fit to print: any password replaced by *** (redis://:pw@h, rediss://u:pw@h, postgresql://u:pw@h)."""
     if not url:
         return "(embedded)"
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def resolve_device(name: str = "auto") -> str:

@@ -58,3 +58,18 @@ def test_whole_file_errors(tmp_path):
     with pytest.raises(IntakeError, match="is a directory"):
         read_posts(tmp_path, LABELS)
     assert read_posts(write(tmp_path, "empty.jsonl", b""), LABELS) == ([], [])
+
+
+def test_hostile_text_and_sizes(tmp_path):
+    ten_mb = "word " * 2_000_000
+    lines = [
+        json.dumps({"id": "ok", "text": "fine"}),
+        '{"id": "surrogate", "text": "bad \\ud800 half"}',
+        json.dumps({"id": "huge", "text": ten_mb}),
+        json.dumps({"id": "nul", "text": "nul \u0000 byte"}),
+    ]
+    posts, rejects = read_posts(write(tmp_path, "h.jsonl", "\n".join(lines).encode()), LABELS)
+    assert [p["external_id"] for p in posts] == ["ok"]
+    assert [(r.line, r.reason.split(" (")[0]) for r in rejects] == [
+        (2, "field 'text' is not valid Unicode"), (3, "field 'text' has 10,000,000 characters"),
+        (4, "field 'text' holds a NUL character")]

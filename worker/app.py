@@ -7,6 +7,7 @@ the pool's child process (worker.service).
 from __future__ import annotations
 
 import os
+import ssl
 
 import click
 from celery import Celery, bootsteps
@@ -16,13 +17,17 @@ from han.settings import get_settings
 from worker.broker import broker_url
 
 QUEUE = "gpu"
-VISIBILITY_TIMEOUT = 3600  # seconds a delivered, unacknowledged batch waits before redelivery
 
+settings = get_settings()
 app = Celery("han", include=["worker.tasks"])
 app.conf.update(
-    broker_url=broker_url(get_settings()),
+    broker_url=broker_url(settings),
+    # rediss:// verifies the server's certificate (the system's CA bundle)
+    broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED} if (settings.broker_url or "").startswith("rediss://") else None,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+    broker_connection_max_retries=None,  # a restarted Redis is waited for, not given up on
+    # an unacknowledged batch (its worker died) is delivered again after this many seconds
+    broker_transport_options={"visibility_timeout": settings.visibility_timeout},
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],

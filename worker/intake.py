@@ -71,6 +71,13 @@ def _check(obj, label_names: set[str]) -> tuple[dict | None, str | None]:
         return None, "field 'text' is empty"
     if len(text) > MAX_TEXT_CHARS:
         return None, f"field 'text' has {len(text):,} characters (at most {MAX_TEXT_CHARS:,})"
+    for field, value in (("id", post_id), ("text", text)):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate escape such as \ud800: no database stores it
+            return None, f"field '{field}' is not valid Unicode (character {exc.start})"
+        if "\x00" in value:  # PostgreSQL text cannot hold NUL
+            return None, f"field '{field}' holds a NUL character"
     label = obj.get("label")
     if label is not None and (not isinstance(label, str) or label not in label_names):
         return None, f"unknown label {label!r} (expected one of the model's {len(label_names)} groups)"

@@ -1,20 +1,33 @@
 """Classify one batch of stored posts and write the results: the plain function behind the task.
 
 The model of each version loads once per process (cached) from the registry's path, its weights
-checked against the registry's sha256. The batch re-reads its posts by id, skips posts that
-already have a prediction for the version, and writes everything in one transaction.
+checked against the registry's sha256. The batch re-reads its posts by id, skips posts already
+finished for the version, and writes everything in one transaction. What cannot be classified is
+recorded, not retried forever:
+
+- a checkpoint that is missing, tampered with or of an unknown format fails the whole batch,
+  each post with that reason (the registry still names the version; fixing it and running
+  `python -m cli resume JOB` retries them);
+- a post that breaks the model path is retried alone (POST_ATTEMPTS times) and then marked failed
+  with its reason, while the rest of its batch is classified.
+
+Database errors propagate, so the task retries the batch with backoff.
 
     classify_batch(settings, job_id=job, post_ids=[1, 2, 3], version=2)
 """
 from __future__ import annotations
 
+import os
 import time
 
 from db import queries
 from db.session import session_scope
-from han.checkpoint import LoadedModel, load_checkpoint
+from han.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from han.inference import classify_texts
 from han.settings import Settings, resolve_device
+
+POST_ATTEMPTS = 2  # tries of a post alone, after its batch failed, before it is marked failed
+FAULT_MARKER_ENV = "HAN_INJECT_MODEL_FAULT"  # tests: a post containing this text breaks the model path
 
 _models: dict[int, LoadedModel] = {}
 _device: str | None = None
@@ -48,20 +61,49 @@ def prediction_rows(loaded: LoadedModel, post_ids: list[int], results) -> list[d
     return rows
 
 
+def _classify(loaded: LoadedModel, texts: list[str], micro_batch: int):
+    marker = os.environ.get(FAULT_MARKER_ENV)
+    if marker and any(marker in text for text in texts):
+        raise RuntimeError(f"injected model fault ({FAULT_MARKER_ENV})")
+    return classify_texts(loaded, texts, device=_device, micro_batch=micro_batch)
+
+
+def _classify_one_by_one(loaded, posts, micro_batch) -> tuple[list[dict], dict[int, str]]:
+    rows, failures = [], {}
+    for post_id, _job, text in posts:
+        for attempt in range(1, POST_ATTEMPTS + 1):
+            try:
+                rows += prediction_rows(loaded, [post_id], _classify(loaded, [text], micro_batch))
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure of the model path is this post's reason
+                if attempt == POST_ATTEMPTS:
+                    failures[post_id] = f"{type(exc).__name__}: {exc}"
+    return rows, failures
+
+
 def classify_batch(settings: Settings, *, job_id: str, post_ids: list[int], version: int,
                    micro_batch: int = 64) -> dict:
     started = time.perf_counter()
     with session_scope(settings.database_url) as session:
         todo = queries.missing_predictions(session, post_ids=post_ids, version=version)
         posts = queries.fetch_posts(session, post_ids=todo) if todo else []
-    inserted = 0
+    rows, failures, attempts = [], {}, 1
     if posts:
-        loaded = model_for(settings, version)
-        results = classify_texts(loaded, [text for _, _, text in posts], device=_device, micro_batch=micro_batch)
-        rows = prediction_rows(loaded, [post_id for post_id, _, _ in posts], results)
-    with session_scope(settings.database_url) as session:
-        if posts:
-            inserted = queries.save_predictions(session, version=version, rows=rows)
+        try:
+            loaded = model_for(settings, version)
+        except CheckpointError as exc:
+            loaded, failures = None, {post_id: str(exc) for post_id, _, _ in posts}
+        if loaded is not None:
+            try:
+                rows = prediction_rows(loaded, [p for p, _, _ in posts],
+                                       _classify(loaded, [text for _, _, text in posts], micro_batch))
+            except Exception:  # noqa: BLE001 - find the post that breaks it; the others go through
+                rows, failures = _classify_one_by_one(loaded, posts, micro_batch)
+                attempts = 1 + POST_ATTEMPTS
+    with session_scope(settings.database_url) as session:  # one transaction for the whole batch
+        inserted = queries.save_predictions(session, version=version, rows=rows) if rows else 0
+        failed = queries.record_failures(session, version=version, reasons=failures, attempts=attempts) \
+            if failures else 0
         queries.finish_job_if_complete(session, job_id=job_id)
-    return {"job_id": job_id, "version": version, "posts": len(post_ids), "classified": inserted,
-            "skipped": len(post_ids) - inserted, "seconds": round(time.perf_counter() - started, 3)}
+    return {"job_id": job_id, "version": version, "posts": len(post_ids), "classified": inserted, "failed": failed,
+            "skipped": len(post_ids) - inserted - failed, "seconds": round(time.perf_counter() - started, 3)}
