@@ -27,6 +27,17 @@ job=$(sed -n 's/^job \([0-9a-f-]*\):.*/\1/p' demo-out/submit.txt)
 posts=$(sed -n 's/^ *classified: //p' demo-out/submit.txt)
 echo "end to end through the queue: $posts posts in ${submit_seconds}s (submit to last prediction)"
 
+python -m cli models --format json > demo-out/models.json
+python -m cli status "$job" --format json > demo-out/status.json
+python - "$version" <<'PY'
+import json, sys
+trained = next(m for m in json.load(open("demo-out/models.json")) if m["version"] == sys.argv[1])
+served = json.load(open("demo-out/status.json"))
+print(f"trainer's test accuracy {trained['accuracy']:.4f}, macro F1 {trained['macro_f1']:.4f}; "
+      f"from the database: accuracy {served['accuracy']:.4f}, macro F1 {served['macro_f1']:.4f} "
+      f"({served['classified']} posts) -> {'equal' if abs(trained['accuracy'] - served['accuracy']) < 1e-12 else 'DIFFERENT'}")
+PY
+
 echo "== 4. failure analysis of $version from the database"
 echo "\$ python -m cli analyze failures --since $version"
 python -m cli analyze failures --since "$version"

@@ -11,7 +11,6 @@ again resumes that job (enqueues what is unfinished) instead of storing the post
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from db import queries
 from db.session import session_scope, upgrade
+from han.checkpoint import file_sha256
 from han.settings import Settings
 from worker.intake import Reject, read_posts
 
@@ -36,14 +36,6 @@ class SubmitResult:
     batches: int
     resumed: bool = False  # the same file was submitted before: its job was resumed
     status: str = "queued"
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def label_names_of(path: str) -> list[str]:
