@@ -107,7 +107,7 @@ def print_frame(frame, fmt: str, title: str | None = None, floats: str = "{:.4f}
 
 
 def parse_version_option(value):
-    from han.checkpoint import parse_version
+    from han.versions import parse_version
 
     if value is None:
         return None

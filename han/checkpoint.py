@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -22,26 +21,14 @@ from safetensors.torch import load_file, save_file
 
 from han.model import HAN, HANConfig
 from han.text import TextPipeline, Vocabulary
+from han.versions import VERSION, parse_version, version_name
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, VOCAB, METRICS, HISTORY = "model.safetensors", "config.json", "vocab.json", "metrics.json", "history.json"
-_VERSION = re.compile(r"^v([1-9][0-9]*)$")
 
 
 class CheckpointError(Exception):
     """A checkpoint is missing, corrupt, tampered with or of an unknown format."""
-
-
-def parse_version(text) -> int:
-    """`v3` or `3` -> 3."""
-    match = _VERSION.match(str(text).strip()) or _VERSION.match("v" + str(text).strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a model version (expected v1, v2, ...)")
-    return int(match.group(1))
-
-
-def version_name(number: int) -> str:
-    return f"v{number}"
 
 
 def file_sha256(path) -> str:
@@ -56,7 +43,7 @@ def existing_versions(root) -> list[int]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _VERSION.match(p.name)))
+    return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := VERSION.match(p.name)))
 
 
 def _write_json(path: Path, data) -> None:
