@@ -21,7 +21,9 @@ class UserError(click.ClickException):
     """Printed as `error: ...`, exit status 1."""
 
     def show(self, file=None):
-        err_console.print(f"[red]error:[/red] {self.message}", highlight=False)
+        from rich.text import Text
+
+        err_console.print(Text.assemble(("error:", "red"), " ", self.message), highlight=False)
 
 
 def settings_from(ctx_obj=None, **overrides):
@@ -86,6 +88,19 @@ def output_format(function):
                         show_default=True, help="how to print the result")(function)
 
 
+def json_safe(value):
+    """NaN and infinities become null: strict JSON has no spelling for them."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def print_frame(frame, fmt: str, title: str | None = None, floats: str = "{:.4f}"):
     """A pandas frame as a rich table, CSV or JSON records on stdout."""
     import json as _json
@@ -95,7 +110,7 @@ def print_frame(frame, fmt: str, title: str | None = None, floats: str = "{:.4f}
     if fmt == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
     elif fmt == "json":
-        click.echo(_json.dumps(frame.to_dict(orient="records"), indent=1, default=str))
+        click.echo(_json.dumps(json_safe(frame.to_dict(orient="records")), indent=1, default=str))
     else:
         table = Table(title=title, title_justify="left")
         for column in frame.columns:
@@ -149,6 +164,7 @@ def submit(file, model, batch_size, wait, rejects_file, new_job, database_url):
     from worker.submit import SubmitError, submit_file
 
     settings = settings_from(database_url=database_url)
+    check_output(rejects_file)
     try:
         result = submit_file(settings, file, version=parse_version_option(model), batch_size=batch_size,
                              new_job=new_job)
@@ -257,7 +273,10 @@ def status(job_id, wait, fmt, database_url):
     Example: python -m cli status 3f2c...
     """
     settings = settings_from(database_url=database_url)
-    job_report(settings, job_id)  # an unknown job is an error before waiting
+    report = job_report(settings, job_id)  # an unknown job is an error before waiting
+    if wait and report["status"] == "submitting":
+        raise UserError(f"job {job_id} is still submitting (or its submit was interrupted): submit the same "
+                        f"file again, or: python -m cli resume {job_id}")
     if wait:
         wait_for_job(settings, job_id)
     show_job(settings, job_id, fmt)
@@ -347,8 +366,8 @@ def emit(sections: dict, fmt: str, heading: str | None = None):
     import pandas as pd
 
     if fmt == "json":
-        click.echo(_json.dumps({name: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
-                                for name, v in sections.items()}, indent=1, default=str))
+        click.echo(_json.dumps(json_safe({name: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
+                                          for name, v in sections.items()}), indent=1, default=str))
         return
     if heading and fmt == "table":
         console.print(heading, highlight=False)
@@ -378,6 +397,21 @@ def selection_options(function):
     ]):
         function = option(function)
     return function
+
+
+def check_output(path, suffix: str | None = None):
+    """A file we are about to write: its folder must exist, it must not be a folder."""
+    if path is None:
+        return
+    from pathlib import Path
+
+    target = Path(path)
+    if suffix and target.suffix.lower() != suffix:
+        raise UserError(f"{path}: the file name must end in {suffix}")
+    if target.is_dir():
+        raise UserError(f"{path}: is a directory")
+    if not target.parent.is_dir():
+        raise UserError(f"{path}: folder {target.parent} does not exist")
 
 
 def analysis_session(database_url):
@@ -415,6 +449,7 @@ def failures(since, until, model, job, label, fmt, plot, database_url):
 
     Example: python -m cli analyze failures --since v3
     """
+    check_output(plot, ".png")
     from db import analysis
 
     selection = make_selection(since, until, model, job, label)
@@ -441,6 +476,7 @@ def errors(top, since, until, model, job, label, fmt, plot, database_url):
 
     Example: python -m cli analyze errors --model v2 --format csv
     """
+    check_output(plot, ".png")
     from db import analysis
 
     selection = make_selection(since, until, model, job, label)
@@ -465,6 +501,7 @@ def attention(since, until, model, job, label, fmt, plot, database_url):
 
     Example: python -m cli analyze attention --since v1 --plot attention.png
     """
+    check_output(plot, ".png")
     from db import analysis
 
     selection = make_selection(since, until, model, job, label)
@@ -496,6 +533,7 @@ def compare(version_a, version_b, job, label, show, fmt, plot, database_url):
 
     Example: python -m cli analyze compare v1 v2
     """
+    check_output(plot, ".png")
     from db import analysis
 
     a, b = parse_version_option(version_a), parse_version_option(version_b)
@@ -540,6 +578,7 @@ def explain(post_id, model, job, html_file, fmt, database_url):
 
     Example: python -m cli explain test/sci.med/59225 --html post.html
     """
+    check_output(html_file)
     import json as _json
 
     from db import queries
@@ -552,10 +591,9 @@ def explain(post_id, model, job, html_file, fmt, database_url):
     try:
         with open_session(settings) as session:
             post = queries.find_post(session, external_id=post_id, job_id=job)
-            version = parse_version_option(model) or post["version"]
-            queries.get_version(session, version=version)
+            version = queries.get_version(session, version=parse_version_option(model) or post["version"]).version
         loaded = model_for(settings, version)
-    except (LookupError, AnalysisError, CheckpointError) as exc:
+    except (LookupError, AnalysisError, CheckpointError, ValueError) as exc:
         raise UserError(str(exc)) from None
     from han.inference import explain_text
 
@@ -583,7 +621,14 @@ def report(out_dir, since, until, model, job, label, database_url):
 
     Example: python -m cli report --since v1 report/
     """
+    from pathlib import Path
+
     from db.report import write_analysis_report
+
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder")
+    if not Path(out_dir).resolve().parent.is_dir():
+        raise UserError(f"{out_dir}: folder {Path(out_dir).resolve().parent} does not exist")
 
     selection = make_selection(since, until, model, job, label)
     paths = run_analysis(database_url, lambda s: write_analysis_report(s, selection, out_dir))
@@ -654,4 +699,24 @@ def db_upgrade(database_url):
 
 
 def main():
-    cli(prog_name="python -m cli")
+    """Run the CLI: usage mistakes exit 1 (2 and 3 are submit's answers), and a database that cannot
+    be reached or has no schema is one line, not a traceback."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    try:
+        cli.main(prog_name="python -m cli", standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted", highlight=False)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(1)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        UserError(f"bad database URL ({str(exc).splitlines()[0]})").show()
+        sys.exit(1)
+    except DBAPIError as exc:
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+        hint = "; migrate it with: python -m cli db upgrade" if ("no such table" in detail or
+                                                                 "does not exist" in detail) else ""
+        UserError(f"database error: {detail}{hint}").show()
+        sys.exit(1)

@@ -58,8 +58,8 @@ def get_version(session: Session, *, version: int | None = None) -> ModelVersion
         row = session.get(ModelVersion, version)
     if row is None:
         known = ", ".join(f"v{v}" for v in known_versions(session)) or "none (train one with: python -m cli train)"
-        wanted = f"v{version}" if version is not None else "a model version"
-        raise UnknownVersion(f"no {wanted} in the registry; known versions: {known}")
+        wanted = f"v{version} in the registry" if version is not None else "model version in the registry yet"
+        raise UnknownVersion(f"no {wanted}; known versions: {known}")
     return row
 
 

@@ -25,7 +25,7 @@ from han.stripping import strip_post
 
 PAD, UNK = 0, 1
 
-_EMAIL = re.compile(r"\S+@\S+")
+_TOKEN = re.compile(r"\S+")
 _URL = re.compile(r"http\S+|www\S+")
 _NOT_KEPT = re.compile(r"[^a-zA-Z0-9\s\.\!\?]")
 _SPACES = re.compile(r"\s+")
@@ -34,7 +34,10 @@ _word_tokenizer = NLTKWordTokenizer()
 
 def clean_text(text: str) -> str:
     text = text.lower()
-    text = _EMAIL.sub("", text)
+    # the reference's re.sub(r"\S+@\S+", "", text), in linear time: that pattern removes exactly the
+    # whitespace-delimited tokens with an "@" that is neither their first nor their last character
+    # (checked on all 18,846 posts); the regex itself is quadratic on a long unbroken token
+    text = _TOKEN.sub(lambda m: "" if "@" in m.group()[1:-1] else m.group(), text)
     text = _URL.sub("", text)
     text = _NOT_KEPT.sub(" ", text)
     return _SPACES.sub(" ", text).strip()

@@ -76,4 +76,35 @@ def preset(name: str, overrides=()) -> TrainConfig:
             changes[key] = kind(value.strip())
         except ValueError:
             raise PresetError(f"bad override {item!r}: {key} takes a {types[key]}") from None
-    return replace(config, **changes)
+    config = replace(config, **changes)
+    problem = validate(config)
+    if problem:
+        raise PresetError(f"bad value: {problem}")
+    return config
+
+
+POSITIVE = ("embed_dim", "word_hidden", "sent_hidden", "attention_dim", "num_layers", "num_heads", "top_k",
+            "epochs", "batch_size", "patience", "max_sents", "max_words", "min_count", "max_vocab")
+
+
+def validate(config: TrainConfig) -> str | None:
+    """The first field with a value no run can use, as a message; None when all are usable."""
+    for name in POSITIVE:
+        if getattr(config, name) < 1:
+            return f"{name}={getattr(config, name)} must be at least 1"
+    if (2 * config.sent_hidden) % config.num_heads:
+        return f"num_heads={config.num_heads} must divide 2 * sent_hidden = {2 * config.sent_hidden}"
+    if not 0.0 <= config.dropout < 1.0:
+        return f"dropout={config.dropout} must be in [0, 1)"
+    if not 0.0 < config.validation_share < 1.0:
+        return f"validation_share={config.validation_share} must be between 0 and 1"
+    if config.train_limit < 0 or config.test_limit < 0:
+        return "train_limit and test_limit must be 0 (all) or positive"
+    if not (config.lr > 0 and config.min_lr >= 0 and config.weight_decay >= 0 and config.grad_clip > 0
+            and 0.0 <= config.label_smoothing < 1.0):
+        return "lr and grad_clip must be positive; min_lr, weight_decay >= 0; label_smoothing in [0, 1)"
+    from han.stripping import PROTOCOLS
+
+    if config.protocol not in PROTOCOLS:
+        return f"protocol={config.protocol} must be one of {', '.join(PROTOCOLS)}"
+    return None

@@ -101,7 +101,10 @@ def next_version(settings: Settings) -> int:
     with session_scope(settings.database_url) as session:
         registered = queries.known_versions(session)
     root = Path(settings.checkpoint_dir)
-    partial = [int(p.name[1:-len(".partial")]) for p in root.glob("v*.partial") if p.name[1:-8].isdigit()]
+    # an unfinished run counts once it has saved an epoch; an empty folder (a run that failed before
+    # its first epoch) is reused
+    partial = [int(p.name[1:-len(".partial")]) for p in root.glob("v*.partial")
+               if p.name[1:-8].isdigit() and any(p.iterdir())]
     return max([0, *registered, *existing_versions(root), *partial]) + 1
 
 
@@ -130,7 +133,7 @@ def run_training(settings: Settings, config: TrainConfig, console: Console | Non
         console.print(f"resuming v{resume} after epoch {state.progress['epoch']} of {config.epochs}")
     else:
         version = next_version(settings)
-        partial_dir(root, version).mkdir(parents=True)  # reserves the number
+        partial_dir(root, version).mkdir(parents=True, exist_ok=True)  # reserves the number
     seed_everything(config.seed)
 
     corpus = limit_corpus(load_corpus(settings.data, config.protocol), config)

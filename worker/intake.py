@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +39,15 @@ def _lines(path: Path):
         raise IntakeError(f"{path}: no such file")
     if path.is_dir():
         raise IntakeError(f"{path}: is a directory, not a JSON-lines file")
+    if not path.is_file():
+        raise IntakeError(f"{path}: not a regular file (pipes and devices cannot be resumed; save it to a file)")
     try:
         with open(path, "rb") as f:
             gzipped = f.read(2) == b"\x1f\x8b"
         opener = gzip.open if gzipped else open
         with opener(path, "rb") as f:
             yield from f
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise IntakeError(f"{path}: cannot read ({exc})") from exc
 
 
@@ -103,6 +106,9 @@ def read_posts(path, label_names) -> tuple[list[dict], list[Reject]]:
             continue
         try:
             obj = json.loads(line)
+        except RecursionError:
+            reject("JSON nested too deeply")
+            continue
         except json.JSONDecodeError as exc:
             truncated = not raw.endswith(b"\n")
             reject(f"malformed JSON ({exc.msg} at column {exc.colno})" + (", last line truncated?" if truncated else ""))

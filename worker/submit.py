@@ -39,7 +39,10 @@ class SubmitResult:
 
 
 def label_names_of(path: str) -> list[str]:
-    return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))["label_names"]
+    try:
+        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))["label_names"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SubmitError(f"checkpoint {Path(path).name}: cannot read its config.json ({exc})") from None
 
 
 def submit_file(settings: Settings, path, *, version: int | None = None, batch_size: int = 128,
@@ -74,10 +77,18 @@ def enqueue_unfinished(settings: Settings, job_id: str, batch_size: int | None =
         post_ids, version = queries.unfinished_post_ids(session, job=job), job.model_version
         batch_size = batch_size or job.batch_size
     if post_ids:
+        from kombu.exceptions import OperationalError
+
+        from han.settings import mask_url
         from worker.tasks import classify_batch  # imports the Celery app (and starts the embedded broker)
 
-        for start in range(0, len(post_ids), batch_size):
-            classify_batch.apply_async(args=[job_id, post_ids[start:start + batch_size], version])
+        try:
+            for start in range(0, len(post_ids), batch_size):
+                classify_batch.apply_async(args=[job_id, post_ids[start:start + batch_size], version],
+                                           retry_policy={"max_retries": 3})
+        except OperationalError as exc:
+            raise SubmitError(f"cannot reach the broker {mask_url(settings.broker_url)} ({exc}); job {job_id} "
+                              f"is stored: start the broker, then run: python -m cli resume {job_id}") from None
     with session_scope(settings.database_url) as session:
         queries.mark_job_queued(session, job_id=job_id)
         queries.finish_job_if_complete(session, job_id=job_id)
