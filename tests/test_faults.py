@@ -188,14 +188,17 @@ def test_locked_database_delays_but_loses_nothing(setup, start_worker, tmp_path)
 
 
 def test_interrupted_submit_is_resumed_without_duplicates(setup, start_worker, tmp_path):
+    import redis
+
     env, db, _ = setup
-    path = posts_file(env, tmp_path / "p.jsonl", 400)
-    start_worker(env)
-    submit = submit_in_background(env, path, "--batch-size", "1")
-    wait_until(lambda: (db.scalar("SELECT COUNT(*) FROM jobs") or 0) > 0 and db.predictions() > 0,
-               what="the job to be stored and its first batches classified")
-    submit.kill()
+    path = posts_file(env, tmp_path / "p.jsonl", 3000)
+    queue = redis.Redis.from_url(env["HAN_BROKER_URL"])
+    submit = submit_in_background(env, path, "--batch-size", "1")  # 3,000 messages to enqueue
+    wait_until(lambda: queue.llen("gpu") > 0, every=0.02, what="the first batches to be enqueued")
+    submit.kill()  # half way through enqueueing
     submit.wait()
+    assert 0 < queue.llen("gpu") < 3000
+    start_worker(env)
     job = db.scalar("SELECT id FROM jobs")
     assert db.job_status() == "submitting"  # never looks complete
     status = run_cli("status", job, env=env, check=True).stdout
@@ -203,8 +206,8 @@ def test_interrupted_submit_is_resumed_without_duplicates(setup, start_worker, t
     again = run_cli("submit", str(path), "--wait", env=env)
     assert again.returncode == 0, again.stderr
     assert f"job {job}: this file was submitted before; resumed" in again.stdout
-    assert db.scalar("SELECT COUNT(*) FROM posts") == 400 and db.scalar("SELECT COUNT(*) FROM jobs") == 1
-    assert db.predictions() == db.distinct_posts() == 400
+    assert db.scalar("SELECT COUNT(*) FROM posts") == 3000 and db.scalar("SELECT COUNT(*) FROM jobs") == 1
+    assert db.predictions() == db.distinct_posts() == 3000
     done = run_cli("submit", str(path), env=env, check=True).stdout
     assert "this file was submitted before; it is done" in done
 

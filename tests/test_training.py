@@ -40,8 +40,10 @@ def test_same_seed_same_metrics_and_resume_after_ctrl_c(tmp_path, sqlite_url):
         assert first[key] == second[key], key
 
     # Ctrl-C after the first epoch: v3 holds the best epoch so far, and the run can go on
+    # SIGINT as a terminal would send it (a runner started in the background may have it ignored)
     process = subprocess.Popen([PYTHON, "-m", "cli", "train", "--preset", "tiny", *SLICE], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stderr:
         if line.startswith("epoch 1:"):
             process.send_signal(signal.SIGINT)
