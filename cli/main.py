@@ -462,8 +462,7 @@ def failures(since, until, model, job, label, fmt, plot, database_url):
     if plot:
         from han.plots import outcome_histograms_png
 
-        outcome_histograms_png(frame.assign(**{f: frame[f].astype(float) for f in analysis.FLAGS}),
-                               ["word_max_mean", "sent_entropy", "num_sentences", "word_entropy"], plot,
+        outcome_histograms_png(frame, ["word_max_mean", "sent_entropy", "num_sentences", "word_entropy"], plot,
                                title=f"failure-mode statistics, correct vs incorrect ({selection.describe()})")
 
 
