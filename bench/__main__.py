@@ -1,5 +1,5 @@
 """Benchmarks that print numbers: python -m bench train [--preset small] [--batches 8]
-                                   python -m bench soak [--batches 500] [--batch-size 16]
+                                   python -m bench soak [--batches 500] [--warmup 500] [--batch-size 16]
 
 `train` times training steps (forward, backward, AdamW step) of han.model.HAN and of the
 reference's per-sentence-slot loop (bench.reference) with the same weights, on the same real
@@ -106,11 +106,13 @@ def main(argv=None):
     soak = sub.add_parser("soak", help="worker resident memory over many batches")
     soak.add_argument("--batches", type=int, default=500)
     soak.add_argument("--batch-size", type=int, default=16)
+    soak.add_argument("--warmup", type=int, default=500, help="batches classified before the measured ones")
+    soak.add_argument("--model-preset", default="tiny", help="preset of the model the worker serves")
     args = parser.parse_args(argv)
     if args.command == "soak":
         from bench.soak import print_soak, run_soak
 
-        print_soak(run_soak(args.batches, args.batch_size, str(get_settings().data)))
+        print_soak(run_soak(args.batches, args.batch_size, str(get_settings().data), args.warmup, args.model_preset))
         return
     print(f"{'preset':<8} {'docs':>5} {'batch':>5} {'loop docs/s':>12} {'ours same':>10} {'ratio':>6} "
           f"{'ours bucketed':>14} {'ratio':>6}")

@@ -93,19 +93,34 @@ def packed_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torc
     return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
 
 
+def shape_bucket(value: int, min_step: int) -> int:
+    """`value` rounded up to a ladder of four steps per octave (at most 25% more, at least
+    `min_step`): the CPU BiLSTM runs on a bounded set of shapes, so oneDNN's primitive cache is
+    reused instead of growing with every new (rows, width) it sees."""
+    step = max(min_step, 1 << max(0, value.bit_length() - 3))
+    return -(-value // step) * step
+
+
 def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, groups: int = LENGTH_GROUPS):
     """The same result as `packed_bilstm`, faster on a CPU: sequences sorted into a few groups of
     similar length, each run unpacked; the reverse direction reads each sequence reversed within its
-    own length, so padding (always at the end) never reaches a real position. Zeros on padding."""
+    own length, so padding (always at the end) never reaches a real position. Zeros on padding.
+
+    Without gradients (inference: the worker, evaluation), each group is padded to a bucketed
+    (rows, width) shape (see `shape_bucket`) and the padding dropped again: a long-running worker
+    then meets a bounded set of shapes. Training keeps exact shapes (padding would cost backward
+    time, and a training run is finite)."""
     n, width, _ = x.shape
+    bucket = shape_bucket if not torch.is_grad_enabled() else lambda value, _: value
     order = torch.argsort(lengths, stable=True)
     outputs = []
     for chunk in torch.chunk(order, min(groups, n)):  # every layer of one group, then the next group
-        chunk_lengths = lengths[chunk]
-        w = int(chunk_lengths.max())
-        reverse = _reverse_index(chunk_lengths, w).unsqueeze(-1)
-        real = (torch.arange(w, device=x.device) < chunk_lengths.unsqueeze(1)).unsqueeze(-1)
-        hidden = x[chunk, :w]
+        rows, w = len(chunk), int(lengths[chunk].max())
+        padded_rows, padded_w = bucket(rows, 8), bucket(w, 4)
+        chunk_lengths = F.pad(lengths[chunk], (0, padded_rows - rows))  # padding rows: length 0
+        reverse = _reverse_index(chunk_lengths, padded_w).unsqueeze(-1)
+        real = (torch.arange(padded_w, device=x.device) < chunk_lengths.unsqueeze(1)).unsqueeze(-1)
+        hidden = F.pad(x[chunk, :w], (0, 0, 0, padded_w - w, 0, padded_rows - rows))
         for layer in range(lstm.num_layers):
             if layer:
                 hidden = F.dropout(hidden, lstm.dropout, lstm.training)
@@ -113,7 +128,7 @@ def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, groups
             backward = _lstm_direction(lstm, layer, "_reverse", hidden.gather(1, reverse.expand_as(hidden)))
             backward = backward.gather(1, reverse.expand_as(backward))
             hidden = torch.cat([forward, backward], dim=-1) * real
-        outputs.append(F.pad(hidden, (0, 0, 0, width - w)))
+        outputs.append(F.pad(hidden[:rows, :w], (0, 0, 0, width - w)))
     return torch.cat(outputs).index_select(0, torch.argsort(order))
 
 

@@ -2,7 +2,9 @@
 
 Each worker process serves one device (`--device` or HAN_DEVICE: auto, cpu, cuda:N) with a
 concurrency of one; run one worker per GPU. Nothing here touches CUDA: the model loads lazily in
-the pool's child process (worker.service).
+the pool's child process (worker.service). Importing this module starts nothing either: without
+HAN_BROKER_URL the URL names the embedded Redis's socket, and the server is started by the worker
+when it boots and by whatever enqueues (worker.submit), not by an import.
 """
 from __future__ import annotations
 
@@ -11,17 +13,17 @@ import ssl
 
 import click
 from celery import Celery, bootsteps
-from celery.signals import worker_process_init
+from celery.signals import celeryd_init, worker_process_init
 
 from han.settings import get_settings
-from worker.broker import broker_url
+from worker.broker import broker_url, ensure_embedded_broker
 
 QUEUE = "gpu"
 
 settings = get_settings()
 app = Celery("han", include=["worker.tasks"])
 app.conf.update(
-    broker_url=broker_url(settings),
+    broker_url=broker_url(settings, start=False),
     # rediss:// verifies the server's certificate (the system's CA bundle)
     broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED} if (settings.broker_url or "").startswith("rediss://") else None,
     broker_connection_retry_on_startup=True,
@@ -61,3 +63,9 @@ def _fresh_connections(**_):
     from db.session import dispose_engines
 
     dispose_engines()
+
+
+@celeryd_init.connect
+def _embedded_broker(**_):
+    if not settings.broker_url:
+        ensure_embedded_broker(settings)

@@ -80,8 +80,10 @@ def enqueue_unfinished(settings: Settings, job_id: str, batch_size: int | None =
         from kombu.exceptions import OperationalError
 
         from han.settings import mask_url
-        from worker.tasks import classify_batch  # imports the Celery app (and starts the embedded broker)
+        from worker.broker import broker_url
+        from worker.tasks import classify_batch
 
+        broker_url(settings)  # starts the embedded Redis when no broker is configured
         try:
             for start in range(0, len(post_ids), batch_size):
                 classify_batch.apply_async(args=[job_id, post_ids[start:start + batch_size], version],
