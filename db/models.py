@@ -104,6 +104,20 @@ class FailureFlags(Base):
     high_word_entropy: Mapped[bool] = mapped_column(Boolean)
 
 
+class PostAttempt(Base):
+    """A post whose classification by a version started and has not finished: how many times.
+
+    Written before a batch is classified and deleted with its results, so a row that outlives its
+    batch means the worker died (or lost the database) while classifying it."""
+
+    __tablename__ = "post_attempts"
+
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
+    model_version: Mapped[int] = mapped_column(ForeignKey("model_versions.version"), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
 class PostFailure(Base):
     """A post that a version could not classify, with the reason; counts toward job completion."""
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from db.models import AttentionSummary, FailureFlags, Job, ModelVersion, Post, PostFailure, Prediction, utcnow
+from db.models import (AttentionSummary, FailureFlags, Job, ModelVersion, Post, PostAttempt, PostFailure, Prediction,
+                       utcnow)
 
 
 class UnknownVersion(LookupError):
@@ -95,6 +96,7 @@ def clear_failures(session: Session, *, job: Job) -> int:
                                                          PostFailure.model_version == job.model_version)).all()
     for failure in failures:
         session.delete(failure)
+    end_attempts(session, post_ids=ids, version=job.model_version)
     session.flush()
     return len(failures)
 
@@ -176,6 +178,32 @@ def missing_predictions(session: Session, *, post_ids: list[int], version: int) 
         done.update(session.scalars(select(PostFailure.post_id).where(
             PostFailure.post_id.in_(chunk), PostFailure.model_version == version)))
     return [i for i in post_ids if i not in done]
+
+
+def unfinished_attempts(session: Session, *, post_ids: list[int], version: int) -> dict[int, int]:
+    """{post id: attempts} of the posts whose classification started and never finished."""
+    found = {}
+    for start in range(0, len(post_ids), 5000):
+        chunk = post_ids[start:start + 5000]
+        found.update(session.execute(select(PostAttempt.post_id, PostAttempt.attempts).where(
+            PostAttempt.post_id.in_(chunk), PostAttempt.model_version == version)).all())
+    return found
+
+
+def start_attempts(session: Session, *, post_ids: list[int], version: int) -> None:
+    """Count one more attempt for each post (commit it before classifying)."""
+    known = unfinished_attempts(session, post_ids=post_ids, version=version)
+    for attempt in session.scalars(select(PostAttempt).where(PostAttempt.post_id.in_(list(known)),
+                                                             PostAttempt.model_version == version)):
+        attempt.attempts += 1
+    session.add_all(PostAttempt(post_id=p, model_version=version, attempts=1) for p in post_ids if p not in known)
+    session.flush()
+
+
+def end_attempts(session: Session, *, post_ids: list[int], version: int) -> None:
+    for start in range(0, len(post_ids), 5000):
+        session.execute(delete(PostAttempt).where(PostAttempt.post_id.in_(post_ids[start:start + 5000]),
+                                                  PostAttempt.model_version == version))
 
 
 def record_failures(session: Session, *, version: int, reasons: dict[int, str], attempts: int) -> int:

@@ -65,17 +65,17 @@ def submit_in_background(env, path, *args):
 
 def test_worker_killed_mid_batch_then_restarted(setup, start_worker, tmp_path):
     env, db, _ = setup
-    path = posts_file(env, tmp_path / "p.jsonl", 300)
+    path = posts_file(env, tmp_path / "p.jsonl", 1500)
     worker = start_worker(env)
     run_cli("submit", str(path), "--batch-size", "100", env=env, check=True)
     wait_until(lambda: db.predictions() >= 100, what="the first batch")
     os.killpg(worker.process.pid, signal.SIGKILL)  # the worker and its pool child, mid-way
     worker.process.wait()
     killed_at = db.predictions()
-    assert killed_at < 300 and killed_at % 100 == 0  # whole batches only
+    assert killed_at < 1500 and killed_at % 100 == 0  # whole batches only
     start_worker(env)
     wait_until(lambda: db.job_status() == "done", timeout=120, what="the job to finish after a restart")
-    assert db.predictions() == db.distinct_posts() == 300
+    assert db.predictions() == db.distinct_posts() == 1500
 
 
 def test_sigterm_finishes_the_batch_before_exiting(setup, start_worker, tmp_path):
@@ -132,6 +132,33 @@ def test_poison_post_is_marked_failed_and_the_rest_classified(setup, start_worke
     assert f"{bad['id']}: RuntimeError: injected model fault" in result.stdout
     assert db.job_status() == "done"
     assert db.scalar("SELECT attempts FROM post_failures") == 3
+
+
+def test_post_that_kills_its_worker_is_failed_after_bounded_deliveries(setup, start_worker, tmp_path):
+    """A post whose classification kills the process (SIGKILL, as a native crash or the OOM killer
+    would) cannot raise an exception; the batch is redelivered, goes post by post, and the post is
+    marked failed after CRASH_LIMIT interrupted attempts. The worker's pool replaces its child."""
+    from worker.service import CRASH_LIMIT
+
+    env, db, _ = setup
+    marker = "CRASH-91c2"
+    path = posts_file(env, tmp_path / "p.jsonl", 20)
+    lines = path.read_text().splitlines()
+    bad = json.loads(lines[12])
+    bad["text"] += f"\n{marker}\n"
+    lines[12] = json.dumps(bad)
+    path.write_text("\n".join(lines) + "\n")
+    worker = start_worker({**env, "HAN_INJECT_MODEL_CRASH": marker})
+    result = run_cli("submit", str(path), "--batch-size", "10", "--wait", env=env, timeout=240)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "classified: 19" in result.stdout and "failed: 1" in result.stdout
+    assert f"{bad['id']}: classifying this post was interrupted {CRASH_LIMIT} times" in result.stdout
+    assert db.predictions() == db.distinct_posts() == 19
+    assert db.scalar("SELECT attempts FROM post_failures") == CRASH_LIMIT
+    assert db.scalar("SELECT COUNT(*) FROM post_attempts") == 0  # nothing left in flight
+    assert worker.process.poll() is None  # the worker itself lives on
+    log = worker.log.read_text()
+    assert log.count("exited with 'signal 9 (SIGKILL)'") == CRASH_LIMIT  # one death per attempt, no more
 
 
 def start_redis(port, folder, *extra):

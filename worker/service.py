@@ -9,7 +9,13 @@ recorded, not retried forever:
   each post with that reason (the registry still names the version; fixing it and running
   `python -m cli resume JOB` retries them);
 - a post that breaks the model path is retried alone (POST_ATTEMPTS times) and then marked failed
-  with its reason, while the rest of its batch is classified.
+  with its reason, while the rest of its batch is classified;
+- a post that kills its worker (a crash in native code, the kernel's OOM killer) cannot raise:
+  every post's attempt is counted in `post_attempts` (committed) before it is classified and
+  cleared with its result. A delivery that finds attempts left over from an earlier one knows that
+  delivery died, so it goes post by post, committing each; a post whose classification was
+  interrupted CRASH_LIMIT times is marked failed instead of being tried again. A batch is thus
+  delivered at most CRASH_LIMIT + 1 times, whatever it contains.
 
 Database errors propagate, so the task retries the batch with backoff.
 
@@ -18,6 +24,7 @@ Database errors propagate, so the task retries the batch with backoff.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from db import queries
@@ -27,7 +34,9 @@ from han.inference import classify_texts
 from han.settings import Settings, resolve_device
 
 POST_ATTEMPTS = 2  # tries of a post alone, after its batch failed, before it is marked failed
+CRASH_LIMIT = 3  # interrupted attempts of a post (its worker died) before it is marked failed
 FAULT_MARKER_ENV = "HAN_INJECT_MODEL_FAULT"  # tests: a post containing this text breaks the model path
+CRASH_MARKER_ENV = "HAN_INJECT_MODEL_CRASH"  # tests: a post containing this text kills the worker process
 
 _models: dict[int, LoadedModel] = {}
 _device: str | None = None
@@ -65,6 +74,9 @@ def _classify(loaded: LoadedModel, texts: list[str], micro_batch: int):
     marker = os.environ.get(FAULT_MARKER_ENV)
     if marker and any(marker in text for text in texts):
         raise RuntimeError(f"injected model fault ({FAULT_MARKER_ENV})")
+    crash = os.environ.get(CRASH_MARKER_ENV)
+    if crash and any(crash in text for text in texts):
+        os.kill(os.getpid(), signal.SIGKILL)
     return classify_texts(loaded, texts, device=_device, micro_batch=micro_batch)
 
 
@@ -87,6 +99,12 @@ def classify_batch(settings: Settings, *, job_id: str, post_ids: list[int], vers
     with session_scope(settings.database_url) as session:
         todo = queries.missing_predictions(session, post_ids=post_ids, version=version)
         posts = queries.fetch_posts(session, post_ids=todo) if todo else []
+        interrupted = queries.unfinished_attempts(session, post_ids=todo, version=version) if todo else {}
+    if interrupted:  # an earlier delivery died part-way: one post at a time
+        inserted, failed = _classify_carefully(settings, posts, interrupted, version, micro_batch)
+        with session_scope(settings.database_url) as session:
+            queries.finish_job_if_complete(session, job_id=job_id)
+        return _result(job_id, version, post_ids, inserted, failed, started)
     rows, failures, attempts = [], {}, 1
     if posts:
         try:
@@ -94,6 +112,8 @@ def classify_batch(settings: Settings, *, job_id: str, post_ids: list[int], vers
         except CheckpointError as exc:
             loaded, failures = None, {post_id: str(exc) for post_id, _, _ in posts}
         if loaded is not None:
+            with session_scope(settings.database_url) as session:
+                queries.start_attempts(session, post_ids=todo, version=version)
             try:
                 rows = prediction_rows(loaded, [p for p, _, _ in posts],
                                        _classify(loaded, [text for _, _, text in posts], micro_batch))
@@ -104,6 +124,39 @@ def classify_batch(settings: Settings, *, job_id: str, post_ids: list[int], vers
         inserted = queries.save_predictions(session, version=version, rows=rows) if rows else 0
         failed = queries.record_failures(session, version=version, reasons=failures, attempts=attempts) \
             if failures else 0
+        if todo:
+            queries.end_attempts(session, post_ids=todo, version=version)
         queries.finish_job_if_complete(session, job_id=job_id)
+    return _result(job_id, version, post_ids, inserted, failed, started)
+
+
+def _classify_carefully(settings, posts, interrupted: dict[int, int], version: int, micro_batch: int):
+    """Each post in its own transaction, its attempt committed first; (inserted, failed)."""
+    inserted = failed = 0
+    loaded = None
+    for post_id, _job, text in posts:
+        tries = interrupted.get(post_id, 0)
+        if tries >= CRASH_LIMIT:
+            reason = (f"classifying this post was interrupted {tries} times (the worker process died, "
+                      f"or its result could not be written)")
+            rows, failures = [], {post_id: reason}
+        else:
+            try:
+                loaded = loaded or model_for(settings, version)
+            except CheckpointError as exc:
+                rows, failures = [], {post_id: str(exc)}
+            else:
+                with session_scope(settings.database_url) as session:
+                    queries.start_attempts(session, post_ids=[post_id], version=version)
+                rows, failures = _classify_one_by_one(loaded, [(post_id, _job, text)], micro_batch)
+        with session_scope(settings.database_url) as session:
+            inserted += queries.save_predictions(session, version=version, rows=rows) if rows else 0
+            failed += queries.record_failures(session, version=version, reasons=failures,
+                                              attempts=max(tries, 1 + POST_ATTEMPTS)) if failures else 0
+            queries.end_attempts(session, post_ids=[post_id], version=version)
+    return inserted, failed
+
+
+def _result(job_id, version, post_ids, inserted, failed, started) -> dict:
     return {"job_id": job_id, "version": version, "posts": len(post_ids), "classified": inserted, "failed": failed,
             "skipped": len(post_ids) - inserted - failed, "seconds": round(time.perf_counter() - started, 3)}
