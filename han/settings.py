@@ -7,6 +7,7 @@
     HAN_DATA            the 20news-bydate archive or folder (default: ../shared/data/20news-bydate.tar.gz)
     HAN_HOME            run-time files: embedded broker socket, logs (default: .han)
     HAN_VISIBILITY_TIMEOUT  seconds before an unacknowledged batch is delivered again (default: 600)
+    HAN_BROKER_CA       CA bundle that signs a rediss:// broker's certificate (default: the system's)
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Settings:
     data: Path
     home: Path
     visibility_timeout: int  # seconds; a batch must finish well inside it
+    broker_ca: str | None = None  # CA file for rediss://; None: the system's CA bundle
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -42,6 +44,7 @@ def get_settings() -> Settings:
         data=Path(env.get("HAN_DATA") or DEFAULT_DATA),
         home=Path(env.get("HAN_HOME") or ".han"),
         visibility_timeout=int(env.get("HAN_VISIBILITY_TIMEOUT") or 600),
+        broker_ca=env.get("HAN_BROKER_CA") or None,
     )
 
 

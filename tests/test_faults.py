@@ -214,6 +214,36 @@ def test_locked_database_delays_but_loses_nothing(setup, start_worker, tmp_path)
     assert db.predictions() == db.distinct_posts() == 200
 
 
+def test_postgresql_refusing_connections_delays_but_loses_nothing(tiny_model, postgres_url, redis_url,
+                                                                   start_worker, tmp_path):
+    """The worker reaches PostgreSQL through a forwarder that the test cuts: connections are refused
+    while the job's batches arrive; they retry with backoff and complete once it is restored."""
+    from tests.proxy import TcpProxy
+
+    checkpoints, _, _ = tiny_model
+    register_copy(postgres_url, checkpoints)
+    direct = han_env(tmp_path, postgres_url, checkpoints, broker_url=redis_url)
+    db = Db(postgres_url)
+    path = posts_file(direct, tmp_path / "p.jsonl", 200)
+    proxy = TcpProxy(5432).start()
+    try:
+        through_proxy = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        worker = start_worker(han_env(tmp_path, through_proxy, checkpoints, broker_url=redis_url))
+        proxy.cut()  # refused from here on
+        run_cli("submit", str(path), "--batch-size", "20", env=direct, check=True)
+        wait_until(lambda: "Retry in" in worker.log.read_text(), timeout=60, what="a batch to be retried")
+        time.sleep(4)
+        assert db.predictions() == 0  # nothing written through a refused connection
+        proxy.restore()
+        wait_until(lambda: db.job_status() == "done", timeout=180, what="the job after the outage")
+    finally:
+        proxy.cut()
+    assert db.predictions() == db.distinct_posts() == 200
+    assert db.scalar("SELECT COUNT(*) FROM attention_summaries") == 200
+    assert db.scalar("SELECT COUNT(*) FROM post_failures") == 0
+    assert "OperationalError" in worker.log.read_text()
+
+
 def test_interrupted_submit_is_resumed_without_duplicates(setup, start_worker, tmp_path):
     import redis
 
@@ -274,6 +304,51 @@ def test_redis_password_works_and_is_never_printed(tiny_model, sqlite_url, start
         log = worker.log.read_text()
         assert "redis://:**@127.0.0.1" in log and secret not in log
         assert secret not in result.stdout + result.stderr
+    finally:
+        redis_process.terminate()
+        redis_process.wait(timeout=20)
+
+
+def test_rediss_broker_with_a_password_verifies_its_certificate(tiny_model, sqlite_url, start_worker, tmp_path):
+    """A TLS Redis (its own test CA) with a password: the job completes over rediss://, the
+    password is masked in the worker's log, and a broker certificate from an unknown CA is refused."""
+    checkpoints, _, _ = tiny_model
+    register_copy(sqlite_url, checkpoints)
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    openssl = lambda *args: subprocess.run(["openssl", *args], cwd=tls, check=True, capture_output=True)
+    for name in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt",
+                "-days", "2", "-subj", f"/CN={name}")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (tls / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "ext")
+    secret, port = "tls-S3cret", 6393
+    redis_process = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--tls-cert-file", str(tls / "server.crt"), "--tls-key-file", str(tls / "server.key"),
+         "--tls-ca-cert-file", str(tls / "ca.crt"), "--tls-auth-clients", "no", "--requirepass", secret],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: subprocess.run(["redis-cli", "--tls", "--cacert", str(tls / "ca.crt"), "-p", str(port),
+                                           "--no-auth-warning", "-a", secret, "ping"],
+                                          capture_output=True, text=True).stdout.strip() == "PONG",
+                   timeout=20, what="the TLS redis-server")
+        url = f"rediss://:{secret}@127.0.0.1:{port}/0"
+        env = han_env(tmp_path, sqlite_url, checkpoints, broker_url=url, HAN_BROKER_CA=str(tls / "ca.crt"))
+        worker = start_worker(env)
+        path = posts_file(env, tmp_path / "p.jsonl", 20)
+        result = run_cli("submit", str(path), "--wait", env=env)
+        assert result.returncode == 0 and "classified: 20" in result.stdout, result.stdout + result.stderr
+        log = worker.log.read_text()
+        assert f"rediss://:**@127.0.0.1:{port}/0" in log and secret not in log
+        assert secret not in result.stdout + result.stderr
+
+        wrong = run_cli("submit", str(path), "--new-job", env={**env, "HAN_BROKER_CA": str(tls / "other-ca.crt")},
+                        timeout=120)
+        assert wrong.returncode != 0
+        assert "certificate verify failed" in wrong.stderr and secret not in wrong.stdout + wrong.stderr
     finally:
         redis_process.terminate()
         redis_process.wait(timeout=20)

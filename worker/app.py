@@ -21,11 +21,22 @@ from worker.broker import broker_url, ensure_embedded_broker
 QUEUE = "gpu"
 
 settings = get_settings()
+
+
+def broker_ssl(settings) -> dict | None:
+    """rediss:// verifies the server's certificate: against HAN_BROKER_CA, or the system's CA bundle."""
+    if not (settings.broker_url or "").startswith("rediss://"):
+        return None
+    options = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if settings.broker_ca:
+        options["ssl_ca_certs"] = settings.broker_ca
+    return options
+
+
 app = Celery("han", include=["worker.tasks"])
 app.conf.update(
     broker_url=broker_url(settings, start=False),
-    # rediss:// verifies the server's certificate (the system's CA bundle)
-    broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED} if (settings.broker_url or "").startswith("rediss://") else None,
+    broker_use_ssl=broker_ssl(settings),
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,  # a restarted Redis is waited for, not given up on
     # an unacknowledged batch (its worker died) is delivered again after this many seconds
