@@ -442,12 +442,14 @@ def analyze():
 
 
 @analyze.command()
+@click.option("--by-group", is_flag=True, help="also each failure mode's error rates within each group (80 rows)")
 @selection_options
-def failures(since, until, model, job, label, fmt, plot, database_url):
+def failures(by_group, since, until, model, job, label, fmt, plot, database_url):
     """Failure modes among incorrect and correct predictions, whether each predicts errors (error
-    rate flagged vs unflagged, overall and per group), and attention statistics of each outcome.
+    rate flagged vs unflagged, overall and, with --by-group, per group), and attention statistics
+    of each outcome.
 
-    Example: python -m cli analyze failures --since v3
+    Example: python -m cli analyze failures --since v3 --by-group
     """
     check_output(plot, ".png")
     from db import analysis
@@ -455,10 +457,12 @@ def failures(since, until, model, job, label, fmt, plot, database_url):
     selection = make_selection(since, until, model, job, label)
     frame = run_analysis(database_url, lambda s: analysis.select_stats(s, selection))
     n_inc, n_cor = int((frame["correct"] == 0).sum()), int((frame["correct"] == 1).sum())
-    emit({"selection": selection.describe(), "incorrect": n_inc, "correct": n_cor,
-          "failure_modes": analysis.failure_table(frame),
-          "failure_modes_by_group": analysis.flag_lift_by_group(frame),
-          "attention": analysis.attention_by_outcome(frame)}, fmt)
+    sections = {"selection": selection.describe(), "incorrect": n_inc, "correct": n_cor,
+                "failure_modes": analysis.failure_table(frame)}
+    if by_group:
+        sections["failure_modes_by_group"] = analysis.flag_lift_by_group(frame)
+    sections["attention"] = analysis.attention_by_outcome(frame)
+    emit(sections, fmt)
     if plot:
         from han.plots import outcome_histograms_png
 

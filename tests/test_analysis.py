@@ -80,8 +80,9 @@ def by(rows, key):
 
 def test_failures_by_hand(known):
     _, env = known
-    report = cli_json(env, "analyze", "failures", "--model", "v1")
+    report = cli_json(env, "analyze", "failures", "--model", "v1", "--by-group")
     assert (report["incorrect"], report["correct"]) == (3, 3)
+    assert "failure_modes_by_group" not in cli_json(env, "analyze", "failures", "--model", "v1")
     modes = by(report["failure_modes"], "failure_mode")
     short = modes["short_document"]
     assert (short["incorrect_count"], short["correct_count"]) == (2, 1)

@@ -273,20 +273,22 @@ def test_tampered_checkpoint_fails_the_batch_with_the_reason(setup, start_worker
     env, db, checkpoints = setup
     weights = checkpoints / "v1" / "model.safetensors"
     original = weights.read_bytes()
+    worker = start_worker(env)
+    first = posts_file(env, tmp_path / "first.jsonl", 10)
+    assert run_cli("submit", str(first), "--wait", env=env).returncode == 0  # the worker has loaded v1
     try:
-        weights.write_bytes(original[:-16] + bytes(16))
+        weights.write_bytes(original[:-16] + bytes(16))  # replaced under a worker that holds it in memory
         path = posts_file(env, tmp_path / "p.jsonl", 30)
-        worker = start_worker(env)
         result = run_cli("submit", str(path), "--batch-size", "10", "--wait", env=env)
         assert result.returncode == 3
         assert "failed: 30" in result.stdout and "checkpoint v1: weights sha256" in result.stdout
         assert worker.process.poll() is None  # still serving, not crashing in a loop
     finally:
         weights.write_bytes(original)
-    job = db.scalar("SELECT id FROM jobs")
+    job = db.scalar("SELECT id FROM jobs ORDER BY created_at DESC LIMIT 1")
     retried = run_cli("resume", job, "--retry-failed", "--wait", env=env)
     assert retried.returncode == 0, retried.stderr
-    assert db.predictions() == 30 and db.scalar("SELECT COUNT(*) FROM post_failures") == 0
+    assert db.predictions() == 40 and db.scalar("SELECT COUNT(*) FROM post_failures") == 0  # 10 + 30
 
 
 def test_redis_password_works_and_is_never_printed(tiny_model, sqlite_url, start_worker, tmp_path):

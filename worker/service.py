@@ -29,7 +29,7 @@ import time
 
 from db import queries
 from db.session import session_scope
-from han.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from han.checkpoint import CONFIG, VOCAB, WEIGHTS, CheckpointError, LoadedModel, load_checkpoint
 from han.inference import classify_texts
 from han.settings import Settings, resolve_device
 
@@ -38,21 +38,40 @@ CRASH_LIMIT = 3  # interrupted attempts of a post (its worker died) before it is
 FAULT_MARKER_ENV = "HAN_INJECT_MODEL_FAULT"  # tests: a post containing this text breaks the model path
 CRASH_MARKER_ENV = "HAN_INJECT_MODEL_CRASH"  # tests: a post containing this text kills the worker process
 
-_models: dict[int, LoadedModel] = {}
+_models: dict[int, tuple[LoadedModel, tuple]] = {}  # version -> (model, stat of its files when loaded)
 _device: str | None = None
 
 
+def _file_stamp(path) -> tuple:
+    """What changes when a checkpoint's files are replaced or rewritten (cheap: one stat per file)."""
+    stamp = []
+    for name in (WEIGHTS, CONFIG, VOCAB):
+        try:
+            st = os.stat(os.path.join(path, name))
+            stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
 def model_for(settings: Settings, version: int) -> LoadedModel:
+    """The version's model, loaded once per process and checked against the registry's sha256;
+    loaded (and so checked) again when its files change on disk, so a checkpoint replaced or
+    damaged after a worker loaded it fails its next batch instead of being served stale."""
     global _device
-    if version not in _models:
-        with session_scope(settings.database_url) as session:
-            row = queries.get_version(session, version=version)
-            path, sha256 = row.path, row.sha256
-        _device = _device or resolve_device(settings.device)
-        loaded = load_checkpoint(path, expected_sha256=sha256)
-        loaded.model.to(_device)
-        _models[version] = loaded
-    return _models[version]
+    cached = _models.get(version)
+    if cached is not None and _file_stamp(cached[0].path) == cached[1]:
+        return cached[0]
+    _models.pop(version, None)
+    with session_scope(settings.database_url) as session:
+        row = queries.get_version(session, version=version)
+        path, sha256 = row.path, row.sha256
+    _device = _device or resolve_device(settings.device)
+    stamp = _file_stamp(path)
+    loaded = load_checkpoint(path, expected_sha256=sha256)
+    loaded.model.to(_device)
+    _models[version] = (loaded, stamp)
+    return loaded
 
 
 def prediction_rows(loaded: LoadedModel, post_ids: list[int], results) -> list[dict]:
