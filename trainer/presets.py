@@ -23,6 +23,7 @@ class TrainConfig:
     num_heads: int = 8  # cross-attention heads
     top_k: int = 15  # query words per sentence
     dropout: float = 0.4
+    word_dropout: float = 0.0  # share of real training words replaced by <UNK> (not in the reference: 0)
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
@@ -96,6 +97,8 @@ def validate(config: TrainConfig) -> str | None:
         return f"num_heads={config.num_heads} must divide 2 * sent_hidden = {2 * config.sent_hidden}"
     if not 0.0 <= config.dropout < 1.0:
         return f"dropout={config.dropout} must be in [0, 1)"
+    if not 0.0 <= config.word_dropout < 1.0:
+        return f"word_dropout={config.word_dropout} must be in [0, 1)"
     if not 0.0 < config.validation_share < 1.0:
         return f"validation_share={config.validation_share} must be between 0 and 1"
     if config.train_limit < 0 or config.test_limit < 0:

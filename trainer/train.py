@@ -35,7 +35,7 @@ from han.checkpoint import WEIGHTS, LoadedModel, existing_versions, file_sha256,
 from han.inference import classify_tokenized
 from han.model import HAN, HANConfig
 from han.settings import Settings, resolve_device
-from han.text import TextPipeline, Vocabulary, encode_documents
+from han.text import UNK, TextPipeline, Vocabulary, encode_documents
 from trainer.baselines import best_baseline, run_baselines
 from trainer.data import Corpus, load_corpus, train_validation_split
 from trainer.embeddings import embedding_matrix, load_vectors
@@ -266,7 +266,11 @@ def train_epoch(model, encoded, train_index, labels, criterion, optimizer, confi
         for batch_index in batches:
             batch = make_batch(encoded, batch_index).to(device)
             target = torch.from_numpy(labels[batch_index]).to(device)
-            logits = model(batch.words, batch.sent_lengths, batch.doc_lengths).logits
+            words = batch.words
+            if config.word_dropout:  # unknown words, as new posts bring them (padding stays padding)
+                drop = (torch.rand(words.shape, device=words.device) < config.word_dropout) & (words > UNK)
+                words = words.masked_fill(drop, UNK)
+            logits = model(words, batch.sent_lengths, batch.doc_lengths).logits
             loss = criterion(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
