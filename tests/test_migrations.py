@@ -1,9 +1,12 @@
 """Alembic upgrade and downgrade on real SQLite and PostgreSQL databases."""
 from __future__ import annotations
 
-from sqlalchemy import create_engine, inspect
+import subprocess
+
+from sqlalchemy import create_engine, inspect, text
 
 from db.session import downgrade, normalise_url, upgrade
+from tests.conftest import PYTHON, ROOT
 
 TABLES = {"model_versions", "jobs", "posts", "predictions", "attention_summaries", "failure_flags"}
 
@@ -24,4 +27,18 @@ def test_upgrade_and_downgrade(database_url):
     inspector = inspect(engine)
     assert not (TABLES & set(inspector.get_table_names()))
     assert not {"attention_stats", "version_summary"} & set(inspector.get_view_names())
+    engine.dispose()
+
+
+def test_processes_migrating_a_new_database_at_once(database_url):
+    """A trainer, a worker and a submit started together on an empty database all run upgrade."""
+    code = "import sys; from db.session import upgrade; upgrade(sys.argv[1])"
+    runs = [subprocess.Popen([PYTHON, "-c", code, database_url], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    errors = [run.communicate(timeout=120)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], errors
+    engine = create_engine(normalise_url(database_url))
+    assert TABLES <= set(inspect(engine).get_table_names())
+    with engine.connect() as c:
+        assert c.execute(text("SELECT COUNT(*) FROM alembic_version")).scalar() == 1
     engine.dispose()

@@ -106,6 +106,24 @@ def test_bad_embeddings_are_refused(tmp_path, sqlite_url):
         result = run_cli("train", "--preset", "tiny", "--set", "train_limit=100", "--embeddings", value, env=env)
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+        assert not list((tmp_path / "checkpoints").glob("v*")), "a failed run must free its version number"
+
+
+def test_runs_started_together_get_their_own_versions(tmp_path, sqlite_url):
+    """Two trainers started at the same moment into one checkpoint folder and one registry."""
+    checkpoints = tmp_path / "checkpoints"
+    env = han_env(tmp_path, sqlite_url, checkpoints)
+    command = [PYTHON, "-m", "cli", "train", "--preset", "tiny", "--set", "train_limit=300", "--set", "test_limit=40",
+               "--set", "epochs=1"]
+    runs = [subprocess.Popen([*command, "--set", f"seed={seed}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["v1", "v2"]
+    seeds = {json.loads((checkpoints / v / "config.json").read_text())["training"]["seed"] for v in ("v1", "v2")}
+    assert seeds == {1, 2}
+    listed = run_cli("models", env=env, check=True).stdout
+    assert "v1" in listed and "v2" in listed
 
 
 def test_baselines_and_report_are_stored_with_the_version(tiny_model):

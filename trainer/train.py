@@ -42,10 +42,11 @@ from trainer.embeddings import embedding_matrix, load_vectors
 from trainer.metrics import scores
 from trainer.presets import TrainConfig
 from trainer.report import write_training_report
-from trainer.run_state import load_run_state, partial_dir, save_run_state
+from trainer.run_state import FILE as RUN_STATE_FILE, load_run_state, partial_dir, save_run_state
 
 # Flag thresholds that do not depend on the data (DESIGN.md); the two medians come from validation.
 FIXED_THRESHOLDS = {"word_over_concentration": 0.5, "short_document": 3}
+RESERVED = ".reserved"  # in vN.partial/: the run that created it owns the number
 
 
 @dataclass
@@ -108,6 +109,21 @@ def next_version(settings: Settings) -> int:
     return max([0, *registered, *existing_versions(root), *partial]) + 1
 
 
+def reserve_version(settings: Settings) -> int:
+    """The next free number, reserved by creating `vN.partial/.reserved` exclusively: runs started
+    at once into the same checkpoint folder get different numbers."""
+    root = Path(settings.checkpoint_dir)
+    version = next_version(settings)
+    while True:
+        folder = partial_dir(root, version)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            (folder / RESERVED).open("x").close()
+            return version
+        except FileExistsError:  # another run holds it
+            version += 1
+
+
 def thresholds_from_validation(loaded: LoadedModel, tokens, device) -> dict:
     """Failure thresholds: the fixed rules plus validation medians of sentence and word entropy."""
     loaded.thresholds = {**FIXED_THRESHOLDS, "diffuse_sentence_attention": np.inf, "high_word_entropy": np.inf}
@@ -119,21 +135,29 @@ def thresholds_from_validation(loaded: LoadedModel, tokens, device) -> dict:
 
 def run_training(settings: Settings, config: TrainConfig, console: Console | None = None,
                  resume: int | None = None) -> TrainResult:
-    console = console or Console(stderr=True)
+    """Train a new version (or continue `resume`) and register it."""
+    upgrade(settings.database_url)
+    version = resume if resume is not None else reserve_version(settings)
+    try:
+        return _run_training(settings, config, console or Console(stderr=True), resume, version)
+    except BaseException:
+        folder = partial_dir(settings.checkpoint_dir, version)
+        if resume is None and not (folder / RUN_STATE_FILE).exists():
+            shutil.rmtree(folder, ignore_errors=True)  # no epoch was saved: the number is free again
+        raise
+
+
+def _run_training(settings: Settings, config: TrainConfig, console: Console, resume: int | None,
+                  version: int) -> TrainResult:
     started = time.perf_counter()
     device = resolve_device(settings.device)
-    upgrade(settings.database_url)
     root = Path(settings.checkpoint_dir)
 
     state = None
     if resume is not None:
         state = load_run_state(partial_dir(root, resume))
         config = TrainConfig(**state.progress["config"])
-        version = resume
         console.print(f"resuming v{resume} after epoch {state.progress['epoch']} of {config.epochs}")
-    else:
-        version = next_version(settings)
-        partial_dir(root, version).mkdir(parents=True, exist_ok=True)  # reserves the number
     seed_everything(config.seed)
 
     corpus = limit_corpus(load_corpus(settings.data, config.protocol), config)
