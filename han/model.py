@@ -53,12 +53,26 @@ class HANOutput:
     gate: torch.Tensor  # (docs, 2 * sent_hidden) weight of the cross path
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout like F.dropout, with the mask drawn by `rand_like` instead of `bernoulli_`
+    (2.7x faster on a CPU: bernoulli_ was 9% of a seed-size training step)."""
+    if not training or p == 0.0:
+        return x
+    keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
+class Dropout(nn.Dropout):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class AdditiveAttention(nn.Module):
     """score = v . dropout(tanh(W h)); softmax over the unmasked positions; weighted sum of h."""
 
     def __init__(self, hidden_dim: int, attention_dim: int, dropout: float):
         super().__init__()
-        self.attention = nn.Sequential(nn.Linear(hidden_dim, attention_dim), nn.Tanh(), nn.Dropout(dropout))
+        self.attention = nn.Sequential(nn.Linear(hidden_dim, attention_dim), nn.Tanh(), Dropout(dropout))
         self.context = nn.Linear(attention_dim, 1, bias=False)
 
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -69,7 +83,31 @@ class AdditiveAttention(nn.Module):
         return torch.bmm(weights.unsqueeze(1), hidden).squeeze(1), weights  # (n, hidden), (n, len)
 
 
-LENGTH_GROUPS = 4  # CPU BiLSTM: sequences are run in this many groups of similar length
+# CPU BiLSTM: sequences run in groups of similar length. A group costs about as much as this many
+# padded positions on top of its rows x width (measured: ~10 ms of fixed cost per group call, ~50 us per
+# padded position, forward and backward of the seed word LSTM on 2 cores).
+GROUP_COST = 200
+
+
+def length_groups(lengths: torch.Tensor, group_cost: float = GROUP_COST) -> list[torch.Tensor]:
+    """Indices of `lengths` in groups of similar length, ascending, that minimise the padded
+    positions plus `group_cost` per group (an exact split over the distinct lengths)."""
+    order = torch.argsort(lengths, stable=True)
+    values, counts = torch.unique_consecutive(lengths[order].cpu(), return_counts=True)
+    values, ends = values.tolist(), torch.cumsum(counts, 0).tolist()
+    best, cut = [0.0], [0]  # best[j]: cost of the first j distinct lengths; cut[j]: where its last group starts
+    for j in range(1, len(values) + 1):
+        options = [(best[i] + group_cost + (ends[j - 1] - (ends[i - 1] if i else 0)) * values[j - 1], i)
+                   for i in range(j)]
+        cost, start = min(options)
+        best.append(cost)
+        cut.append(start)
+    bounds, j = [], len(values)
+    while j:
+        bounds.append(ends[j - 1])
+        j = cut[j]
+    bounds = [0, *reversed(bounds)]
+    return [order[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _reverse_index(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -101,9 +139,9 @@ def shape_bucket(value: int, min_step: int) -> int:
     return -(-value // step) * step
 
 
-def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, groups: int = LENGTH_GROUPS):
-    """The same result as `packed_bilstm`, faster on a CPU: sequences sorted into a few groups of
-    similar length, each run unpacked; the reverse direction reads each sequence reversed within its
+def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, group_cost: float = GROUP_COST):
+    """The same result as `packed_bilstm`, faster on a CPU: sequences sorted into groups of similar
+    length (`length_groups`), each run unpacked; the reverse direction reads each sequence reversed within its
     own length, so padding (always at the end) never reaches a real position. Zeros on padding.
 
     Without gradients (inference: the worker, evaluation), each group is padded to a bucketed
@@ -112,9 +150,10 @@ def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, groups
     time, and a training run is finite)."""
     n, width, _ = x.shape
     bucket = shape_bucket if not torch.is_grad_enabled() else lambda value, _: value
-    order = torch.argsort(lengths, stable=True)
+    groups = length_groups(lengths, group_cost)
+    order = torch.cat(groups)
     outputs = []
-    for chunk in torch.chunk(order, min(groups, n)):  # every layer of one group, then the next group
+    for chunk in groups:  # every layer of one group, then the next group
         rows, w = len(chunk), int(lengths[chunk].max())
         padded_rows, padded_w = bucket(rows, 8), bucket(w, 4)
         chunk_lengths = F.pad(lengths[chunk], (0, padded_rows - rows))  # padding rows: length 0
@@ -123,7 +162,7 @@ def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, groups
         hidden = F.pad(x[chunk, :w], (0, 0, 0, padded_w - w, 0, padded_rows - rows))
         for layer in range(lstm.num_layers):
             if layer:
-                hidden = F.dropout(hidden, lstm.dropout, lstm.training)
+                hidden = dropout(hidden, lstm.dropout, lstm.training)
             forward = _lstm_direction(lstm, layer, "", hidden)
             backward = _lstm_direction(lstm, layer, "_reverse", hidden.gather(1, reverse.expand_as(hidden)))
             backward = backward.gather(1, reverse.expand_as(backward))
@@ -172,7 +211,7 @@ class CrossAttention(nn.Module):
         self.key = nn.Linear(dim, dim)
         self.value = nn.Linear(dim, dim)
         self.output = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, queries, query_mask, states, state_mask):
         # queries: (docs, q, dim) already through self.query, 0 where query_mask is False
@@ -196,7 +235,7 @@ class HAN(nn.Module):
         if embeddings is not None:
             self.embedding.weight.data.copy_(embeddings)
         word_dim, sent_dim = 2 * c.word_hidden, 2 * c.sent_hidden
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.word_encoder = ContextualEncoder(c.embed_dim, c.word_hidden, c.num_layers, c.dropout)
         self.word_attention = AdditiveAttention(word_dim, c.attention_dim, c.dropout)
         self.sent_encoder = ContextualEncoder(word_dim, c.sent_hidden, c.num_layers, c.dropout)
@@ -204,7 +243,7 @@ class HAN(nn.Module):
         self.word_query = nn.Linear(word_dim, sent_dim)
         self.cross_attention = CrossAttention(sent_dim, c.num_heads, c.dropout)
         self.gate = nn.Sequential(nn.Linear(2 * sent_dim, sent_dim), nn.Sigmoid())
-        self.classifier = nn.Sequential(nn.Linear(sent_dim, sent_dim // 2), nn.ReLU(), nn.Dropout(c.dropout),
+        self.classifier = nn.Sequential(nn.Linear(sent_dim, sent_dim // 2), nn.ReLU(), Dropout(c.dropout),
                                         nn.Linear(sent_dim // 2, c.num_classes))
 
     def forward(self, words: torch.Tensor, sent_lengths: torch.Tensor, doc_lengths: torch.Tensor) -> HANOutput:

@@ -47,20 +47,45 @@ def test_same_logits_and_attention_as_the_reference_loop(encoded, preset_name):
 
 
 def test_grouped_bilstm_equals_packed_in_values_and_gradients():
-    from han.model import grouped_bilstm, packed_bilstm
+    from functools import partial
+
+    from han.model import grouped_bilstm, length_groups, packed_bilstm
 
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True)
     lengths = torch.tensor([7, 1, 3, 7, 2, 5, 4, 6, 1])
     x = torch.randn(len(lengths), 7, 6) * (torch.arange(7) < lengths[:, None]).unsqueeze(-1)
-    results = []
-    for run in (packed_bilstm, grouped_bilstm):
-        lstm.zero_grad()
-        inputs = x.clone().requires_grad_(True)
-        out = run(lstm, inputs, lengths)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out.detach(), inputs.grad, [p.grad.clone() for p in lstm.parameters()]))
-    (a, ga, pa), (b, gb, pb) = results
-    assert torch.allclose(a, b, atol=1e-6)
-    assert torch.allclose(ga, gb, atol=1e-6)
-    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(pa, pb))
+    for group_cost in (0.0, 3.0, 1e9):  # one group per distinct length, a few groups, one group
+        results = []
+        for run in (packed_bilstm, partial(grouped_bilstm, group_cost=group_cost)):
+            lstm.zero_grad()
+            inputs = x.clone().requires_grad_(True)
+            out = run(lstm, inputs, lengths)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            results.append((out.detach(), inputs.grad, [p.grad.clone() for p in lstm.parameters()]))
+        (a, ga, pa), (b, gb, pb) = results
+        assert len(length_groups(lengths, group_cost)) == {0.0: 7, 1e9: 1}.get(group_cost, 3)
+        assert torch.allclose(a, b, atol=1e-6)
+        assert torch.allclose(ga, gb, atol=1e-6)
+        assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(pa, pb))
+
+
+def test_length_groups_are_the_cheapest_split():
+    """Against every split of the distinct lengths into contiguous groups (brute force)."""
+    from itertools import combinations
+
+    from han.model import length_groups
+
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        lengths = torch.from_numpy(rng.integers(1, 13, size=int(rng.integers(1, 40))))
+        group_cost = float(rng.choice([0.0, 5.0, 40.0, 500.0]))
+        cost = lambda groups: sum(group_cost + len(g) * int(lengths[g].max()) for g in groups)
+        groups = length_groups(lengths, group_cost)
+        assert sorted(torch.cat(groups).tolist()) == list(range(len(lengths)))  # each index once
+        values = sorted(set(lengths.tolist()))
+        best = min(
+            sum(group_cost + int((lengths > lo).logical_and(lengths <= hi).sum()) * hi
+                for lo, hi in zip((0, *cuts), (*cuts, values[-1])))
+            for k in range(len(values)) for cuts in combinations(values[:-1], k))
+        assert cost(groups) == best, (trial, lengths.tolist(), group_cost)
