@@ -38,7 +38,8 @@ def pool_child(pid: int) -> int:
 def run_soak(batches: int, batch_size: int, data: str, warmup: int = 500, preset: str = "tiny") -> dict:
     root = Path(tempfile.mkdtemp(prefix="han-soak-"))
     env = {**os.environ, "HAN_DATABASE_URL": f"sqlite:///{root / 'soak.db'}", "HAN_CHECKPOINT_DIR": str(root / "ck"),
-           "HAN_HOME": str(root / "home"), "HAN_DATA": data, "HAN_DEVICE": "cpu"}
+           "HAN_HOME": str(root / "home"), "HAN_DATA": data, "HAN_DEVICE": "cpu",
+           "HAN_WORKER_MAX_TASKS": "0"}  # one pool process throughout: its own growth is what is measured
     cli = [sys.executable, "-m", "cli"]
     subprocess.run([*cli, "train", "--preset", preset], env=env, check=True, capture_output=True)
     exported = subprocess.run([*cli, "export-posts", "--split", "test"], env=env, check=True,

@@ -29,6 +29,7 @@ class Settings:
     home: Path
     visibility_timeout: int  # seconds; a batch must finish well inside it
     broker_ca: str | None = None  # CA file for rediss://; None: the system's CA bundle
+    max_tasks_per_child: int = 2000  # batches before a worker's pool process is replaced; 0: never
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -45,6 +46,7 @@ def get_settings() -> Settings:
         home=Path(env.get("HAN_HOME") or ".han"),
         visibility_timeout=int(env.get("HAN_VISIBILITY_TIMEOUT") or 600),
         broker_ca=env.get("HAN_BROKER_CA") or None,
+        max_tasks_per_child=int(env.get("HAN_WORKER_MAX_TASKS") or 2000),
     )
 
 

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -354,3 +355,22 @@ def test_rediss_broker_with_a_password_verifies_its_certificate(tiny_model, sqli
     finally:
         redis_process.terminate()
         redis_process.wait(timeout=20)
+
+
+def test_pool_process_is_replaced_after_its_batch_limit(setup, start_worker, tmp_path):
+    """HAN_WORKER_MAX_TASKS bounds what one pool process can accumulate: after that many batches a
+    fresh process (which reloads the model) takes over, and nothing is lost or doubled."""
+    env, db, _ = setup
+    env = {**env, "HAN_WORKER_MAX_TASKS": "2"}
+    path = posts_file(env, tmp_path / "p.jsonl", 60)
+    worker = start_worker(env)
+    run_cli("submit", str(path), "--batch-size", "10", env=env, check=True)
+    pids = set()
+
+    def finished():
+        pids.update(Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children").read_text().split())
+        return db.job_status() == "done"
+    wait_until(finished, what="the job")
+    assert db.predictions() == db.distinct_posts() == 60
+    assert worker.process.poll() is None  # the worker itself keeps running
+    assert len(pids) >= 2, pids  # 6 batches, 2 per pool process: it was replaced (sampled, so at least 2 seen)

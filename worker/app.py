@@ -51,6 +51,9 @@ app.conf.update(
     task_routes={"han.classify_batch": {"queue": QUEUE}},
     worker_prefetch_multiplier=1,
     worker_concurrency=1,
+    # the pool process is replaced after this many batches (the next one reloads the model): the
+    # ~1.5 KiB per batch it keeps (python -m bench soak) stays bounded however long a worker runs
+    worker_max_tasks_per_child=settings.max_tasks_per_child or None,
     worker_hijack_root_logger=False,
 )
 
