@@ -192,6 +192,16 @@ def bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     return packed_bilstm(lstm, x, lengths) if x.is_cuda else grouped_bilstm(lstm, x, lengths)
 
 
+def bilstm_tokens(lstm: nn.LSTM, tokens: torch.Tensor, real: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The same on real positions only: tokens (n_real, input_dim) at the True places of real
+    (n, len) -> (n_real, 2 * hidden)."""
+    if not tokens.is_cuda:
+        return grouped_bilstm_tokens(lstm, tokens, lengths)
+    padded = tokens.new_zeros(*real.shape, tokens.size(-1))
+    padded[real] = tokens
+    return packed_bilstm(lstm, padded, lengths)[real]
+
+
 class ContextualEncoder(nn.Module):
     """BiLSTM plus a linear residual of its input, then LayerNorm."""
 
@@ -208,13 +218,7 @@ class ContextualEncoder(nn.Module):
 
     def forward_tokens(self, tokens: torch.Tensor, real: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The same on real positions only: tokens (n_real, input_dim), real (n, len) -> (n_real, 2 * hidden)."""
-        if tokens.is_cuda:
-            padded = tokens.new_zeros(*real.shape, tokens.size(-1))
-            padded[real] = tokens
-            states = packed_bilstm(self.lstm, padded, lengths)[real]
-        else:
-            states = grouped_bilstm_tokens(self.lstm, tokens, lengths)
-        return self.norm(states + self.residual(tokens))
+        return self.norm(bilstm_tokens(self.lstm, tokens, real, lengths) + self.residual(tokens))
 
 
 class CrossAttention(nn.Module):
