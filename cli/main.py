@@ -10,7 +10,7 @@ import sys
 import click
 from rich.console import Console
 
-from han.settings import get_settings
+from han.settings import SettingsError, get_settings
 
 # lines are never wrapped (they may be grepped); tables get 160 columns in pipes and logs
 console = Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=160, soft_wrap=True)
@@ -713,6 +713,9 @@ def main():
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
+        sys.exit(1)
+    except SettingsError as exc:
+        UserError(str(exc)).show()
         sys.exit(1)
     except (ArgumentError, NoSuchModuleError) as exc:
         UserError(f"bad database URL ({str(exc).splitlines()[0]})").show()

@@ -8,6 +8,7 @@
     HAN_HOME            run-time files: embedded broker socket, logs (default: .han)
     HAN_VISIBILITY_TIMEOUT  seconds before an unacknowledged batch is delivered again (default: 600)
     HAN_BROKER_CA       CA bundle that signs a rediss:// broker's certificate (default: the system's)
+    HAN_WORKER_MAX_TASKS  batches before a worker's pool process is replaced; 0: never (default: 2000)
 """
 from __future__ import annotations
 
@@ -17,6 +18,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_DATA = "../shared/data/20news-bydate.tar.gz"
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value no run can use; the message names it."""
+
+
+def _whole_number(env, name: str, default: int, minimum: int) -> int:
+    value = env.get(name) or str(default)
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise SettingsError(f"{name}={value!r}: expected a whole number >= {minimum}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -44,9 +60,9 @@ def get_settings() -> Settings:
         device=env.get("HAN_DEVICE") or "auto",
         data=Path(env.get("HAN_DATA") or DEFAULT_DATA),
         home=Path(env.get("HAN_HOME") or ".han"),
-        visibility_timeout=int(env.get("HAN_VISIBILITY_TIMEOUT") or 600),
+        visibility_timeout=_whole_number(env, "HAN_VISIBILITY_TIMEOUT", 600, minimum=1),
         broker_ca=env.get("HAN_BROKER_CA") or None,
-        max_tasks_per_child=int(env.get("HAN_WORKER_MAX_TASKS") or 2000),
+        max_tasks_per_child=_whole_number(env, "HAN_WORKER_MAX_TASKS", 2000, minimum=0),
     )
 
 

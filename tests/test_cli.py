@@ -27,6 +27,12 @@ def test_errors_are_one_clear_line(tiny_model, sqlite_url, tmp_path):
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+    for name, value, message in [("HAN_WORKER_MAX_TASKS", "many", "expected a whole number >= 0"),
+                                 ("HAN_WORKER_MAX_TASKS", "-1", "expected a whole number >= 0"),
+                                 ("HAN_VISIBILITY_TIMEOUT", "0", "expected a whole number >= 1")]:
+        result = run_cli("models", env={**env, name: value})
+        assert result.returncode == 1 and f"{name}={value!r}: {message}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_models_lists_the_registry(tiny_model, sqlite_url, tmp_path):
