@@ -9,6 +9,8 @@ posts of the corpus, in one run, and prints docs/s of each and their ratio:
   ours, same batches        our vectorised model on exactly those posts
   ours, length-bucketed     our trainer's batches: the same posts regrouped by length
 
+and then the loop and ours length-bucketed again under bfloat16 autocast (`--set precision=bf16`).
+
 `soak` runs a real worker over many batches and prints its resident memory and the fitted slope
 (bench.soak).
 """
@@ -91,12 +93,14 @@ def bench_train(preset_name: str, n_batches: int, seed: int) -> dict:
     bucketed = length_buckets(encoded, batch_size=config.batch_size, shuffle=True, seed=seed)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    def trainer(model, forward):
+    def trainer(model, forward, precision="fp32"):
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         model.train()
 
         def step(batch, target):
-            loss = loss_fn(forward(batch), target)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):  # as trainer.train
+                logits = forward(batch).float()
+            loss = loss_fn(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -113,11 +117,18 @@ def bench_train(preset_name: str, n_batches: int, seed: int) -> dict:
     loop_rate = _rate(loop_step, loop_collate, random_batches)
     same_rate = _rate(ours_step, ours_collate, random_batches)
     bucket_rate = _rate(ours_step, ours_collate, bucketed)
+    # the same two with --set precision=bf16 (bfloat16 autocast), against the loop under the same autocast
+    loop_bf16 = ReferenceLoopHAN(copy.deepcopy(ours))
+    ours_bf16 = copy.deepcopy(ours)
+    loop_bf16_rate = _rate(trainer(loop_bf16, lambda b: loop_bf16(*b)[0], "bf16"), loop_collate, random_batches)
+    bucket_bf16_rate = _rate(trainer(ours_bf16, lambda b: ours_bf16(b.words, b.sent_lengths, b.doc_lengths).logits,
+                                     "bf16"), ours_collate, bucketed)
     # backward of an LSTM costs about twice its forward: a step holds ~3x the forward FLOPs
     step_flops_per_doc = 3 * lstm_flops(config, encoded) / len(encoded)
     return {"preset": preset_name, "docs": len(encoded), "batch_size": config.batch_size,
             "threads": torch.get_num_threads(), "loop": loop_rate, "ours_same": same_rate,
-            "ours_bucketed": bucket_rate, "lstm_flops_per_doc": step_flops_per_doc}
+            "ours_bucketed": bucket_rate, "loop_bf16": loop_bf16_rate, "ours_bucketed_bf16": bucket_bf16_rate,
+            "lstm_flops_per_doc": step_flops_per_doc}
 
 
 def main(argv=None):
@@ -151,6 +162,12 @@ def main(argv=None):
               f"{r['ours_same'] / r['loop']:>5.1f}x {r['ours_bucketed']:>14.1f} {r['ours_bucketed'] / r['loop']:>5.1f}x "
               f"{r['lstm_flops_per_doc'] / 1e9:>15.2f} {r['ours_bucketed'] * r['lstm_flops_per_doc'] / 1e9:>13.1f} "
               f"{ceiling:>15.1f} {ceiling / r['loop']:>5.1f}x", flush=True)
+    print(f"\nbf16 autocast (--set precision=bf16), same posts:\n{'preset':<8} {'loop docs/s':>12} "
+          f"{'ours bucketed':>14} {'ratio':>6} {'vs fp32 loop':>13} {'vs fp32 ours':>13}")
+    for r in rows:
+        print(f"{r['preset']:<8} {r['loop_bf16']:>12.1f} {r['ours_bucketed_bf16']:>14.1f} "
+              f"{r['ours_bucketed_bf16'] / r['loop_bf16']:>5.1f}x {r['ours_bucketed_bf16'] / r['loop']:>12.1f}x "
+              f"{r['ours_bucketed_bf16'] / r['ours_bucketed']:>12.2f}x", flush=True)
     print(f"fp32 matrix multiply on this machine: {rate / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads). "
           "'ceiling' is the rate at which the BiLSTMs' own work (forward + backward, about 3x the forward FLOPs "
           "on real positions) would run if it went at that speed, with nothing else in the step: no "

@@ -87,6 +87,10 @@ class AdditiveAttention(nn.Module):
 # padded positions on top of its rows x width (measured: ~10 ms of fixed cost per group call, ~50 us per
 # padded position, forward and backward of the seed word LSTM on 2 cores).
 GROUP_COST = 200
+# ... and no group holds more rows than GROUP_CELLS / hidden: oneDNN's cost per position grows with the
+# rows of a call once its gate buffers outgrow the cache (measured on 2 cores, forward + backward, width
+# 20: hidden 256 cheapest at 48-96 rows and ~20% dearer from 128; hidden 96 flat up to 128 rows).
+GROUP_CELLS = 16384
 
 
 def length_groups(lengths: torch.Tensor, group_cost: float = GROUP_COST) -> list[torch.Tensor]:
@@ -140,11 +144,12 @@ def shape_bucket(value: int, min_step: int) -> int:
 
 
 def grouped_bilstm_tokens(lstm: nn.LSTM, tokens: torch.Tensor, lengths: torch.Tensor,
-                          group_cost: float = GROUP_COST) -> torch.Tensor:
+                          group_cost: float = GROUP_COST, max_rows: int | None = None) -> torch.Tensor:
     """(n_tokens, 2 * hidden) outputs of a bidirectional `lstm` over sequences stored back to back in
     `tokens` (n_tokens, input_dim), sequence i holding lengths[i] >= 1 rows; the same result as
     `packed_bilstm`, faster on a CPU. Sequences are sorted into groups of similar length
-    (`length_groups`), each group is gathered straight from `tokens` into a padded block and run
+    (`length_groups`, each cut into parts of at most `max_rows`, by default GROUP_CELLS / hidden
+    size), each group is gathered straight from `tokens` into a padded block and run
     unpacked (oneDNN's fused kernels); the reverse direction reads each sequence reversed within its
     own length, so padding (always at the end) never reaches a real position, and only real
     positions come back.
@@ -157,7 +162,10 @@ def grouped_bilstm_tokens(lstm: nn.LSTM, tokens: torch.Tensor, lengths: torch.Te
     starts = torch.cumsum(lengths, 0) - lengths
     source = torch.cat([tokens, tokens.new_zeros(1, dim)])  # row n_tokens: the padding
     outputs, positions = [], []
-    for chunk in length_groups(lengths, group_cost):  # every layer of one group, then the next group
+    groups = length_groups(lengths, group_cost)
+    max_rows = max_rows or max(8, GROUP_CELLS // lstm.hidden_size)
+    groups = [part for group in groups for part in torch.tensor_split(group, -(-len(group) // max_rows))]
+    for chunk in groups:  # every layer of one group, then the next group
         rows, w = len(chunk), int(lengths[chunk].max())
         padded_rows, padded_w = bucket(rows, 8), bucket(w, 4)
         chunk_lengths = F.pad(lengths[chunk], (0, padded_rows - rows))  # padding rows: length 0
@@ -178,12 +186,13 @@ def grouped_bilstm_tokens(lstm: nn.LSTM, tokens: torch.Tensor, lengths: torch.Te
     return torch.cat(outputs).index_select(0, torch.argsort(torch.cat(positions)))
 
 
-def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, group_cost: float = GROUP_COST):
+def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, group_cost: float = GROUP_COST,
+                   max_rows: int | None = None):
     """`grouped_bilstm_tokens` on a padded batch x (n, len, input_dim): (n, len, 2 * hidden), zeros
     beyond each length."""
     real = torch.arange(x.size(1), device=x.device) < lengths.unsqueeze(1)
     out = x.new_zeros(*real.shape, 2 * lstm.hidden_size)
-    out[real] = grouped_bilstm_tokens(lstm, x[real], lengths, group_cost)
+    out[real] = grouped_bilstm_tokens(lstm, x[real], lengths, group_cost, max_rows)
     return out
 
 
@@ -223,8 +232,9 @@ class ContextualEncoder(nn.Module):
 
 class CrossAttention(nn.Module):
     """Multi-head scaled dot-product attention: word queries over sentence keys/values, averaged
-    over the real queries. The output projection is linear, so it is applied once to that average
-    (the same value as averaging the projected queries, as the reference does, at 1/q of the cost)."""
+    over the real queries. Averaging and the output projection are linear, so the attention weights
+    are averaged first and V and the projection applied once per post (the same value as averaging
+    the projected attended queries, as the reference does, without a (docs, queries, dim) tensor)."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float):
         super().__init__()
@@ -245,10 +255,11 @@ class CrossAttention(nn.Module):
         Q, K, V = split(queries), split(self.key(states)), split(self.value(states))
         scores = Q @ K.transpose(-2, -1) / math.sqrt(self.head_dim)  # (docs, heads, q, s)
         scores = scores.masked_fill(~state_mask[:, None, None, :], MASKED)
-        weights = self.dropout(F.softmax(scores, dim=-1))
-        attended = (weights @ V).transpose(1, 2).reshape(docs, q, dim)  # (docs, q, dim)
-        keep = query_mask.unsqueeze(-1).to(attended.dtype)
-        return self.output((attended * keep).sum(1) / keep.sum(1).clamp(min=1.0))  # (docs, dim)
+        weights = self.dropout(F.softmax(scores, dim=-1))  # (docs, heads, q, s)
+        # the mean over real queries of weights @ V is (their mean weights) @ V: no (docs, q, dim) tensor
+        keep = query_mask.to(weights.dtype)
+        mean_weights = (keep[:, None, None, :] @ weights) / keep.sum(1).clamp(min=1.0)[:, None, None, None]
+        return self.output((mean_weights @ V).reshape(docs, dim))  # (docs, heads, 1, hd) -> (docs, dim)
 
 
 class HAN(nn.Module):

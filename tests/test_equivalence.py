@@ -55,9 +55,10 @@ def test_grouped_bilstm_equals_packed_in_values_and_gradients():
     lstm = torch.nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True)
     lengths = torch.tensor([7, 1, 3, 7, 2, 5, 4, 6, 1])
     x = torch.randn(len(lengths), 7, 6) * (torch.arange(7) < lengths[:, None]).unsqueeze(-1)
-    for group_cost in (0.0, 3.0, 1e9):  # one group per distinct length, a few groups, one group
+    # one group per distinct length, a few groups, one group, one group cut into parts of 2 rows
+    for group_cost, max_rows in ((0.0, None), (3.0, None), (1e9, None), (1e9, 2)):
         results = []
-        for run in (packed_bilstm, partial(grouped_bilstm, group_cost=group_cost)):
+        for run in (packed_bilstm, partial(grouped_bilstm, group_cost=group_cost, max_rows=max_rows)):
             lstm.zero_grad()
             inputs = x.clone().requires_grad_(True)
             out = run(lstm, inputs, lengths)

@@ -117,3 +117,34 @@ def test_checkpoint_round_trip_and_tamper_check(real, tmp_path):
 
 def _args(batch):
     return batch.words, batch.sent_lengths, batch.doc_lengths
+
+
+def test_bf16_training_step_runs_the_lstms_in_bf16_and_keeps_fp32_weights(real, monkeypatch):
+    """--set precision=bf16: the trainer's autocast reaches the BiLSTMs (the op that makes it pay) and
+    the result stays close to fp32; parameters and their gradients stay fp32."""
+    import han.model
+
+    _, _, vocab, encoded = real
+    model = small_model(vocab)
+    batch = make_batch(encoded, np.arange(0, 24))
+    with torch.no_grad():
+        exact = model(batch.words, batch.sent_lengths, batch.doc_lengths).logits
+    seen, direction = [], han.model._lstm_direction
+
+    def spy(*args):
+        out = direction(*args)
+        seen.append(out.dtype)
+        return out
+    monkeypatch.setattr(han.model, "_lstm_direction", spy)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(batch.words, batch.sent_lengths, batch.doc_lengths).logits.float()
+    logits.sum().backward()
+    assert seen and set(seen) == {torch.bfloat16}, seen
+    assert all(p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
+               for p in model.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.word_encoder.lstm.parameters())
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = model(batch.words, batch.sent_lengths, batch.doc_lengths).logits.float()
+    assert 0 < (rounded - exact).abs().max() < 0.05 * exact.abs().max() + 0.05

@@ -24,6 +24,7 @@ class TrainConfig:
     top_k: int = 15  # query words per sentence
     dropout: float = 0.4
     word_dropout: float = 0.0  # share of real training words replaced by <UNK> (not in the reference: 0)
+    precision: str = "fp32"  # training step arithmetic: fp32, or bf16 (autocast); evaluation and serving are fp32
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
@@ -89,6 +90,9 @@ POSITIVE = ("embed_dim", "word_hidden", "sent_hidden", "attention_dim", "num_lay
             "epochs", "batch_size", "patience", "max_sents", "max_words", "min_count", "max_vocab")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def validate(config: TrainConfig) -> str | None:
     """The first field with a value no run can use, as a message; None when all are usable."""
     for name in POSITIVE:
@@ -107,6 +111,8 @@ def validate(config: TrainConfig) -> str | None:
     if not (config.lr > 0 and config.min_lr >= 0 and config.weight_decay >= 0 and config.grad_clip > 0
             and 0.0 <= config.label_smoothing < 1.0):
         return "lr and grad_clip must be positive; min_lr, weight_decay >= 0; label_smoothing in [0, 1)"
+    if config.precision not in PRECISIONS:
+        return f"precision={config.precision} must be one of {', '.join(PRECISIONS)}"
     from han.stripping import PROTOCOLS
 
     if config.protocol not in PROTOCOLS:

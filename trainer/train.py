@@ -294,7 +294,8 @@ def train_epoch(model, encoded, train_index, labels, criterion, optimizer, confi
             if config.word_dropout:  # unknown words, as new posts bring them (padding stays padding)
                 drop = (torch.rand(words.shape, device=words.device) < config.word_dropout) & (words > UNK)
                 words = words.masked_fill(drop, UNK)
-            logits = model(words, batch.sent_lengths, batch.doc_lengths).logits
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                logits = model(words, batch.sent_lengths, batch.doc_lengths).logits.float()
             loss = criterion(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
