@@ -87,8 +87,9 @@ def test_any_word_vectors_file(tmp_path, sqlite_url, kind):
         path = binary
     checkpoints = tmp_path / "checkpoints"
     env = han_env(tmp_path, sqlite_url, checkpoints)
+    frozen = ["--set", "embed_lr_scale=0"] if kind == "glove" else []  # the vectors as given, not fine-tuned
     result = run_cli("train", "--preset", "tiny", "--set", "train_limit=300", "--set", "test_limit=50",
-                     "--set", "epochs=1", "--embeddings", str(path), env=env, check=True)
+                     "--set", "epochs=1", *frozen, "--embeddings", str(path), env=env, check=True)
     assert f"embed_dim set to 8 to match {path}" in result.stderr
     config = json.loads((checkpoints / "v1" / "config.json").read_text())
     assert config["model"]["embed_dim"] == 8
@@ -96,6 +97,16 @@ def test_any_word_vectors_file(tmp_path, sqlite_url, kind):
     vocab = json.loads((checkpoints / "v1" / "vocab.json").read_text())
     assert coverage == pytest.approx(sum(w in words for w in vocab) / (len(vocab) - 2))
     assert f"coverage {coverage:.1%}" in result.stderr
+    from safetensors.numpy import load_file
+
+    from han.checkpoint import WEIGHTS
+
+    table = load_file(str(checkpoints / "v1" / WEIGHTS))["embedding.weight"]
+    given = KeyedVectors.load_word2vec_format(str(path), binary=kind == "word2vec-binary", no_header=kind == "glove")
+    found = [(vocab.index(w), given[w]) for w in words if w in vocab]
+    assert found
+    same = [np.allclose(table[row], vector, atol=1e-6) for row, vector in found]
+    assert all(same) if frozen else not any(same)  # trained vectors move; frozen ones stay
 
 
 def test_bad_embeddings_are_refused(tmp_path, sqlite_url):

@@ -24,6 +24,7 @@ class TrainConfig:
     top_k: int = 15  # query words per sentence
     dropout: float = 0.4
     word_dropout: float = 0.0  # share of real training words replaced by <UNK> (not in the reference: 0)
+    embed_lr_scale: float = 1.0  # word vectors' learning rate relative to lr; 0 freezes them (reference: 1)
     precision: str = "fp32"  # training step arithmetic: fp32, or bf16 (autocast); evaluation and serving are fp32
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 1e-4
@@ -111,6 +112,8 @@ def validate(config: TrainConfig) -> str | None:
     if not (config.lr > 0 and config.min_lr >= 0 and config.weight_decay >= 0 and config.grad_clip > 0
             and 0.0 <= config.label_smoothing < 1.0):
         return "lr and grad_clip must be positive; min_lr, weight_decay >= 0; label_smoothing in [0, 1)"
+    if config.embed_lr_scale < 0:
+        return f"embed_lr_scale={config.embed_lr_scale} must be 0 (frozen word vectors) or positive"
     if config.precision not in PRECISIONS:
         return f"precision={config.precision} must be one of {', '.join(PRECISIONS)}"
     from han.stripping import PROTOCOLS

@@ -82,6 +82,16 @@ def model_config(config: TrainConfig, vocab_size: int, num_classes: int) -> HANC
                      dropout=config.dropout, num_classes=num_classes)
 
 
+def parameter_groups(model: HAN, config: TrainConfig) -> list[dict]:
+    """AdamW groups: the word vectors at lr * embed_lr_scale (frozen at 0), everything else at lr."""
+    vectors = model.embedding.weight
+    rest = [p for p in model.parameters() if p is not vectors]
+    if config.embed_lr_scale == 0:
+        vectors.requires_grad_(False)
+        return [{"params": rest}]
+    return [{"params": rest}, {"params": [vectors], "lr": config.lr * config.embed_lr_scale}]
+
+
 def evaluate(model, encoded, index, labels, criterion, device, batch_size) -> dict:
     """Loss and scores of the posts `index` (validation), forward only."""
     model.eval()
@@ -193,7 +203,7 @@ def _run_training(settings: Settings, config: TrainConfig, console: Console, res
     weights[present] = compute_class_weight("balanced", classes=present, y=labels)
     criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(device),
                                     label_smoothing=config.label_smoothing)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
 
     history, best_f1, best_state, stale, first_epoch = [], -1.0, None, 0, 1
