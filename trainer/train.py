@@ -221,11 +221,14 @@ def _run_training(settings: Settings, config: TrainConfig, console: Console, res
         for epoch in range(first_epoch, config.epochs + 1):
             if stale >= config.patience:
                 break
+            epoch_started = time.perf_counter()
             row = train_epoch(model, encoded, train_index, labels, criterion, optimizer, config, epoch, device,
                               console)
+            epoch_train = time.perf_counter() - epoch_started
             val = evaluate(model, encoded, val_index, labels, criterion, device, 2 * config.batch_size)
             row.update({"val_loss": val["loss"], "val_acc": val["accuracy"], "val_f1": val["weighted_f1"],
-                        "lr": optimizer.param_groups[0]["lr"]})
+                        "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(epoch_train, 1),
+                        "val_seconds": round(time.perf_counter() - epoch_started - epoch_train, 1)})
             scheduler.step()
             history.append(row)
             improved = val["weighted_f1"] > best_f1
@@ -239,8 +242,8 @@ def _run_training(settings: Settings, config: TrainConfig, console: Console, res
                                                           "config": config.to_json()})
             # printed once the epoch is saved: from here on Ctrl-C keeps it
             console.print(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-                          f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} F1 {row['val_f1']:.4f}"
-                          + (" (best)" if improved else ""))
+                          f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} F1 {row['val_f1']:.4f} | "
+                          f"{row['train_seconds']:.0f}+{row['val_seconds']:.0f} s" + (" (best)" if improved else ""))
             if stale >= config.patience:
                 console.print(f"early stop: no better validation F1 for {config.patience} epochs")
     except KeyboardInterrupt:
