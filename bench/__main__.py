@@ -3,7 +3,8 @@
 
 `train` times training steps (forward, backward, AdamW step) of han.model.HAN and of the
 reference's per-sentence-slot loop (bench.reference) with the same weights, on the same real
-posts of the corpus, in one run, and prints docs/s of each and their ratio:
+posts of the corpus, in one run, and prints docs/s of each and their ratio. Each is first run
+untimed over as many batches of other posts (the steady state of a long run is what is timed):
 
   loop, reference batches   the reference: random batches padded to (docs, max_sents, max_words)
   ours, same batches        our vectorised model on exactly those posts
@@ -53,11 +54,11 @@ def _model(config, vocab) -> HAN:
                          dropout=config.dropout))
 
 
-def lstm_flops(config, encoded) -> float:
-    """Forward FLOPs of the word and sentence BiLSTMs on the real positions of all posts in `encoded`:
-    the work every implementation of the model must do (2 per multiply-add, gates only)."""
-    sents = int(encoded.doc_offsets[-1] - encoded.doc_offsets[0])
-    words = int(encoded.sent_offsets[encoded.doc_offsets[-1]] - encoded.sent_offsets[encoded.doc_offsets[0]])
+def lstm_flops(config, encoded, first: int = 0) -> float:
+    """Forward FLOPs of the word and sentence BiLSTMs on the real positions of the posts of `encoded`
+    from `first` on: the work every implementation of the model must do (2 per multiply-add, gates only)."""
+    sents = int(encoded.doc_offsets[-1] - encoded.doc_offsets[first])
+    words = int(encoded.sent_offsets[encoded.doc_offsets[-1]] - encoded.sent_offsets[encoded.doc_offsets[first]])
 
     def per_position(input_dim, hidden):  # both directions, every layer
         layers = [input_dim] + [2 * hidden] * (config.num_layers - 1)
@@ -77,9 +78,12 @@ def gemm_rate(size: int = 1024, repeats: int = 20) -> float:
     return 2 * 4 * size ** 3 / best
 
 
-def _rate(step, collate, batches) -> float:
-    """docs/s of collating and stepping every batch (one untimed warm-up step first)."""
-    step(*collate(batches[0]))
+def _rate(step, collate, batches, warmup) -> float:
+    """docs/s of collating and stepping every batch, after untimed steps on the `warmup` batches
+    (other posts): a training run is thousands of steps, so what is timed is the steady state,
+    not the first calls' one-off costs (allocations, oneDNN primitives for new shapes)."""
+    for index in warmup:
+        step(*collate(index))
     started = time.perf_counter()
     for index in batches:
         step(*collate(index))
@@ -88,9 +92,14 @@ def _rate(step, collate, batches) -> float:
 
 def bench_train(preset_name: str, n_batches: int, seed: int) -> dict:
     config = preset(preset_name)
-    encoded, vocab, labels = _corpus_batches(config, n_batches, seed)
+    encoded, vocab, labels = _corpus_batches(config, 2 * n_batches, seed)  # half warm-up, half timed
+    warmup_posts, timed_posts = np.arange(n_batches * config.batch_size), np.arange(n_batches * config.batch_size,
+                                                                                    len(encoded))
     random_batches = [np.arange(i, i + config.batch_size) for i in range(0, len(encoded), config.batch_size)]
-    bucketed = length_buckets(encoded, batch_size=config.batch_size, shuffle=True, seed=seed)
+    random_warmup, random_batches = random_batches[:n_batches], random_batches[n_batches:]
+    bucketed_warmup = length_buckets(encoded, warmup_posts, batch_size=config.batch_size,
+                                     shuffle=True, seed=seed)
+    bucketed = length_buckets(encoded, timed_posts, batch_size=config.batch_size, shuffle=True, seed=seed)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     def trainer(model, forward, precision="fp32"):
@@ -114,18 +123,19 @@ def bench_train(preset_name: str, n_batches: int, seed: int) -> dict:
     ours_collate = lambda index: (make_batch(encoded, index), torch.from_numpy(labels[index]))
     loop_collate = lambda index: (reference_collate(encoded, index), torch.from_numpy(labels[index]))
 
-    loop_rate = _rate(loop_step, loop_collate, random_batches)
-    same_rate = _rate(ours_step, ours_collate, random_batches)
-    bucket_rate = _rate(ours_step, ours_collate, bucketed)
+    loop_rate = _rate(loop_step, loop_collate, random_batches, random_warmup)
+    same_rate = _rate(ours_step, ours_collate, random_batches, random_warmup)
+    bucket_rate = _rate(ours_step, ours_collate, bucketed, bucketed_warmup)
     # the same two with --set precision=bf16 (bfloat16 autocast), against the loop under the same autocast
     loop_bf16 = ReferenceLoopHAN(copy.deepcopy(ours))
     ours_bf16 = copy.deepcopy(ours)
-    loop_bf16_rate = _rate(trainer(loop_bf16, lambda b: loop_bf16(*b)[0], "bf16"), loop_collate, random_batches)
+    loop_bf16_rate = _rate(trainer(loop_bf16, lambda b: loop_bf16(*b)[0], "bf16"), loop_collate, random_batches,
+                           random_warmup)
     bucket_bf16_rate = _rate(trainer(ours_bf16, lambda b: ours_bf16(b.words, b.sent_lengths, b.doc_lengths).logits,
-                                     "bf16"), ours_collate, bucketed)
+                                     "bf16"), ours_collate, bucketed, bucketed_warmup)
     # backward of an LSTM costs about twice its forward: a step holds ~3x the forward FLOPs
-    step_flops_per_doc = 3 * lstm_flops(config, encoded) / len(encoded)
-    return {"preset": preset_name, "docs": len(encoded), "batch_size": config.batch_size,
+    step_flops_per_doc = 3 * lstm_flops(config, encoded, len(warmup_posts)) / len(timed_posts)
+    return {"preset": preset_name, "docs": len(timed_posts), "batch_size": config.batch_size,
             "threads": torch.get_num_threads(), "loop": loop_rate, "ours_same": same_rate,
             "ours_bucketed": bucket_rate, "loop_bf16": loop_bf16_rate, "ours_bucketed_bf16": bucket_bf16_rate,
             "lstm_flops_per_doc": step_flops_per_doc}
