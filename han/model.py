@@ -193,7 +193,7 @@ def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, group_
     beyond each length."""
     real = torch.arange(x.size(1), device=x.device) < lengths.unsqueeze(1)
     out = x.new_zeros(*real.shape, 2 * lstm.hidden_size)
-    out[real] = grouped_bilstm_tokens(lstm, x[real], lengths, group_cost, max_rows)
+    out[real] = grouped_bilstm_tokens(lstm, x[real], lengths, group_cost, max_rows).to(out.dtype)
     return out
 
 
@@ -294,7 +294,7 @@ class HAN(nn.Module):
         embedded = self.dropout(self.embedding(words[word_mask]))  # (real words, embed)
         word_states = self.word_encoder.forward_tokens(embedded, word_mask, sent_lengths)  # (real words, wd)
         scores = torch.full((n_sents, max_words), MASKED, dtype=word_states.dtype, device=device)
-        scores[word_mask] = self.word_attention.scores(word_states)
+        scores[word_mask] = self.word_attention.scores(word_states).to(scores.dtype)  # autocast may differ
         word_weights = F.softmax(scores, dim=-1)  # (sents, words), 0 on padding
         sent_of_word = torch.repeat_interleave(torch.arange(n_sents, device=device), sent_lengths)
         weighted = word_weights[word_mask].unsqueeze(-1) * word_states

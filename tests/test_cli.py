@@ -20,6 +20,7 @@ def test_errors_are_one_clear_line(tiny_model, sqlite_url, tmp_path):
         (["train", "--preset", "huge"], "unknown preset 'huge'"),
         (["train", "--preset", "tiny", "--set", "colour=red"], "bad override 'colour=red'"),
         (["train", "--preset", "tiny", "--set", "precision=fp16"], "precision=fp16 must be one of fp32, bf16"),
+        (["train", "--preset", "tiny", "--set", "embed_lr_scale=1e-7"], "learning rate below min_lr=1e-06"),
         (["status", "no-such-job"], "no job 'no-such-job'"),
     ]
     (tmp_path / "x.jsonl").write_text('{"id": 1, "text": "hello world"}\n')

@@ -46,10 +46,15 @@ def test_same_logits_and_attention_as_the_reference_loop(encoded, preset_name):
         assert torch.all(real[:, ours.word_weights.size(1):] == 0)
 
 
-def test_grouped_bilstm_equals_packed_in_values_and_gradients():
+def test_grouped_bilstm_equals_packed_in_values_and_gradients(monkeypatch):
     from functools import partial
 
+    import han.model
     from han.model import grouped_bilstm, length_groups, packed_bilstm
+
+    rows, direction = [], han.model._lstm_direction
+    monkeypatch.setattr(han.model, "_lstm_direction", lambda lstm, layer, suffix, x: rows.append(x.size(0)) or
+                        direction(lstm, layer, suffix, x))
 
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True)
@@ -58,6 +63,7 @@ def test_grouped_bilstm_equals_packed_in_values_and_gradients():
     # one group per distinct length, a few groups, one group, one group cut into parts of 2 rows
     for group_cost, max_rows in ((0.0, None), (3.0, None), (1e9, None), (1e9, 2)):
         results = []
+        rows.clear()
         for run in (packed_bilstm, partial(grouped_bilstm, group_cost=group_cost, max_rows=max_rows)):
             lstm.zero_grad()
             inputs = x.clone().requires_grad_(True)
@@ -65,7 +71,11 @@ def test_grouped_bilstm_equals_packed_in_values_and_gradients():
             (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
             results.append((out.detach(), inputs.grad, [p.grad.clone() for p in lstm.parameters()]))
         (a, ga, pa), (b, gb, pb) = results
-        assert len(length_groups(lengths, group_cost)) == {0.0: 7, 1e9: 1}.get(group_cost, 3)
+        groups = len(length_groups(lengths, group_cost))
+        assert groups == {0.0: 7, 1e9: 1}.get(group_cost, 3)
+        parts = 5 if max_rows == 2 else groups  # 9 sequences in parts of at most 2 rows
+        assert len(rows) == parts * 2 * 2 and sum(rows) == len(lengths) * 2 * 2  # each part: 2 layers x 2 directions
+        assert max(rows) <= (max_rows or len(lengths))
         assert torch.allclose(a, b, atol=1e-6)
         assert torch.allclose(ga, gb, atol=1e-6)
         assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(pa, pb))

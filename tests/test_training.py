@@ -88,11 +88,14 @@ def test_any_word_vectors_file(tmp_path, sqlite_url, kind):
     checkpoints = tmp_path / "checkpoints"
     env = han_env(tmp_path, sqlite_url, checkpoints)
     frozen = ["--set", "embed_lr_scale=0"] if kind == "glove" else []  # the vectors as given, not fine-tuned
+    bf16 = ["--set", "precision=bf16"] if kind == "word2vec" else []  # the trainer's autocast path, end to end
     result = run_cli("train", "--preset", "tiny", "--set", "train_limit=300", "--set", "test_limit=50",
-                     "--set", "epochs=1", *frozen, "--embeddings", str(path), env=env, check=True)
+                     "--set", "epochs=1", *frozen, *bf16, "--embeddings", str(path), env=env, check=True)
     assert f"embed_dim set to 8 to match {path}" in result.stderr
     config = json.loads((checkpoints / "v1" / "config.json").read_text())
     assert config["model"]["embed_dim"] == 8
+    assert config["training"]["precision"] == ("bf16" if bf16 else "fp32")
+    assert all(h["train_seconds"] > 0 and h["val_seconds"] >= 0 for h in history_of(checkpoints, 1))
     coverage = metrics_of(checkpoints, 1)["embedding_coverage"]
     vocab = json.loads((checkpoints / "v1" / "vocab.json").read_text())
     assert coverage == pytest.approx(sum(w in words for w in vocab) / (len(vocab) - 2))
@@ -105,7 +108,7 @@ def test_any_word_vectors_file(tmp_path, sqlite_url, kind):
     given = KeyedVectors.load_word2vec_format(str(path), binary=kind == "word2vec-binary", no_header=kind == "glove")
     found = [(vocab.index(w), given[w]) for w in words if w in vocab]
     assert found
-    same = [np.allclose(table[row], vector, atol=1e-6) for row, vector in found]
+    same = [np.allclose(table[row], vector, rtol=0, atol=1e-6) for row, vector in found]
     assert all(same) if frozen else not any(same)  # trained vectors move; frozen ones stay
 
 

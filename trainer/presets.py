@@ -114,6 +114,9 @@ def validate(config: TrainConfig) -> str | None:
         return "lr and grad_clip must be positive; min_lr, weight_decay >= 0; label_smoothing in [0, 1)"
     if config.embed_lr_scale < 0:
         return f"embed_lr_scale={config.embed_lr_scale} must be 0 (frozen word vectors) or positive"
+    if 0 < config.lr * config.embed_lr_scale < config.min_lr:  # the cosine would raise it towards min_lr
+        return (f"embed_lr_scale={config.embed_lr_scale} puts the word vectors' learning rate below "
+                f"min_lr={config.min_lr}; use 0 to freeze them")
     if config.precision not in PRECISIONS:
         return f"precision={config.precision} must be one of {', '.join(PRECISIONS)}"
     from han.stripping import PROTOCOLS

@@ -83,7 +83,11 @@ def model_config(config: TrainConfig, vocab_size: int, num_classes: int) -> HANC
 
 
 def parameter_groups(model: HAN, config: TrainConfig) -> list[dict]:
-    """AdamW groups: the word vectors at lr * embed_lr_scale (frozen at 0), everything else at lr."""
+    """AdamW groups: the word vectors at lr * embed_lr_scale (frozen at 0), everything else at lr.
+    At scale 1 one group of all parameters in model order, as before the option existed, so the
+    training state of such a run resumes unchanged."""
+    if config.embed_lr_scale == 1:
+        return [{"params": list(model.parameters())}]
     vectors = model.embedding.weight
     rest = [p for p in model.parameters() if p is not vectors]
     if config.embed_lr_scale == 0:
