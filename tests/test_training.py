@@ -89,13 +89,18 @@ def test_any_word_vectors_file(tmp_path, sqlite_url, kind):
     env = han_env(tmp_path, sqlite_url, checkpoints)
     frozen = ["--set", "embed_lr_scale=0"] if kind == "glove" else []  # the vectors as given, not fine-tuned
     bf16 = ["--set", "precision=bf16"] if kind == "word2vec" else []  # the trainer's autocast path, end to end
+    faster = ["--set", "embed_lr_scale=2"] if kind == "word2vec-binary" else []
     result = run_cli("train", "--preset", "tiny", "--set", "train_limit=300", "--set", "test_limit=50",
-                     "--set", "epochs=1", *frozen, *bf16, "--embeddings", str(path), env=env, check=True)
+                     "--set", "epochs=1", *frozen, *bf16, *faster, "--embeddings", str(path), env=env, check=True)
     assert f"embed_dim set to 8 to match {path}" in result.stderr
     config = json.loads((checkpoints / "v1" / "config.json").read_text())
     assert config["model"]["embed_dim"] == 8
     assert config["training"]["precision"] == ("bf16" if bf16 else "fp32")
-    assert all(h["train_seconds"] > 0 and h["val_seconds"] >= 0 for h in history_of(checkpoints, 1))
+    history = history_of(checkpoints, 1)
+    assert all(h["train_seconds"] > 0 and h["val_seconds"] >= 0 for h in history)
+    # the word vectors' own learning rate is recorded (and plotted) when it differs from the model's
+    expected = {"glove": 0.0, "word2vec": None}.get(kind, 2 * history[0]["lr"])
+    assert [h["embed_lr"] for h in history] == [expected]
     coverage = metrics_of(checkpoints, 1)["embedding_coverage"]
     vocab = json.loads((checkpoints / "v1" / "vocab.json").read_text())
     assert coverage == pytest.approx(sum(w in words for w in vocab) / (len(vocab) - 2))

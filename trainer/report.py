@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from han.plots import confusion_png, per_group_f1_png, save
@@ -45,12 +46,16 @@ def training_history(folder: Path, history: list[dict]) -> None:
     panels = [("loss", [("train_loss", "train"), ("val_loss", "validation")]),
               ("accuracy", [("train_acc", "train"), ("val_acc", "validation")]),
               ("validation weighted F1", [("val_f1", "validation")]),
-              ("learning rate", [("lr", "lr")])]
+              ("learning rate", [("lr", "model"), ("embed_lr", "word vectors")])]
     for ax, (title, series) in zip(axes.flat, panels):
+        # word vectors on their own learning rate (embed_lr_scale != 1): a second line; else one line
+        series = [(column, label) for column, label in series
+                  if column in frame and frame[column].notna().any()]
         for column, label in series:
             ax.plot(epochs, frame[column], marker="o", label=label)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend()

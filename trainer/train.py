@@ -96,6 +96,13 @@ def parameter_groups(model: HAN, config: TrainConfig) -> list[dict]:
     return [{"params": rest}, {"params": [vectors], "lr": config.lr * config.embed_lr_scale}]
 
 
+def embed_lr(optimizer, config: TrainConfig) -> float | None:
+    """The word vectors' learning rate when it is not the model's (see `parameter_groups`): 0 when frozen."""
+    if config.embed_lr_scale == 1:
+        return None
+    return optimizer.param_groups[1]["lr"] if len(optimizer.param_groups) > 1 else 0.0
+
+
 def evaluate(model, encoded, index, labels, criterion, device, batch_size) -> dict:
     """Loss and scores of the posts `index` (validation), forward only."""
     model.eval()
@@ -237,7 +244,9 @@ def _run_training(settings: Settings, config: TrainConfig, console: Console, res
             epoch_train = time.perf_counter() - epoch_started
             val = evaluate(model, encoded, val_index, labels, criterion, device, 2 * config.batch_size)
             row.update({"val_loss": val["loss"], "val_acc": val["accuracy"], "val_f1": val["weighted_f1"],
-                        "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(epoch_train, 1),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "embed_lr": embed_lr(optimizer, config),
+                        "train_seconds": round(epoch_train, 1),
                         "val_seconds": round(time.perf_counter() - epoch_started - epoch_train, 1)})
             scheduler.step()
             history.append(row)
