@@ -1,10 +1,13 @@
-"""Benchmarks that print numbers: python -m bench train [--preset small] [--batches 8]
+"""Benchmarks that print numbers: python -m bench train [--preset small] [--batches 8] [--rounds 2]
                                    python -m bench soak [--batches 500] [--warmup 500] [--batch-size 16]
 
-`train` times training steps (forward, backward, AdamW step) of han.model.HAN and of the
+`train` times the trainer's training step (trainer.train.train_step: forward, backward, clipping,
+the trainer's fused AdamW and parameter groups, subnormals flushed) on han.model.HAN and on the
 reference's per-sentence-slot loop (bench.reference) with the same weights, on the same real
 posts of the corpus, in one run, and prints docs/s of each and their ratio. Each is first run
-untimed over as many batches of other posts (the steady state of a long run is what is timed):
+untimed over as many batches of other posts (the steady state of a long run is what is timed);
+then the runs take turns, a pass over the timed batches each, `--rounds` times over, so that the
+ratios hold on a shared machine whose speed drifts:
 
   loop, reference batches   the reference: random batches padded to (docs, max_sents, max_words)
   ours, same batches        our vectorised model on exactly those posts
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -31,6 +35,7 @@ from han.settings import get_settings
 from han.text import TextPipeline, Vocabulary, encode_documents
 from trainer.data import load_corpus
 from trainer.presets import PRESETS, preset
+from trainer.train import make_optimizer, subnormals_flushed, train_step
 
 
 def _corpus_batches(config, n_batches: int, seed: int):
@@ -78,19 +83,28 @@ def gemm_rate(size: int = 1024, repeats: int = 20) -> float:
     return 2 * 4 * size ** 3 / best
 
 
-def _rate(step, collate, batches, warmup) -> float:
-    """docs/s of collating and stepping every batch, after untimed steps on the `warmup` batches
-    (other posts): a training run is thousands of steps, so what is timed is the steady state,
-    not the first calls' one-off costs (allocations, oneDNN primitives for new shapes)."""
-    for index in warmup:
-        step(*collate(index))
-    started = time.perf_counter()
-    for index in batches:
-        step(*collate(index))
-    return sum(len(index) for index in batches) / (time.perf_counter() - started)
+def _interleaved(runs: dict, rounds: int) -> dict:
+    """docs/s of each run: name -> (step, collate, timed batches, warm-up batches). Each run first
+    steps untimed through its warm-up batches (other posts: a training run is thousands of steps, so
+    what is timed is the steady state, not the first calls' one-off costs); then the runs take turns,
+    one pass over the timed batches each, `rounds` times over, so that a slow spell of a shared
+    machine falls on all of them alike instead of on whichever ran then. (Turns of single batches
+    were tried: the loop's large allocations then slowed the next step of ours by ~10%, which a
+    training run never meets.)"""
+    for step, collate, _, warmup in runs.values():
+        for index in warmup:
+            step(*collate(index))
+    seconds = dict.fromkeys(runs, 0.0)
+    for _ in range(rounds):
+        for name, (step, collate, batches, _) in runs.items():
+            started = time.perf_counter()
+            for index in batches:
+                step(*collate(index))
+            seconds[name] += time.perf_counter() - started
+    return {name: rounds * sum(len(index) for index in runs[name][2]) / seconds[name] for name in runs}
 
 
-def bench_train(preset_name: str, n_batches: int, seed: int) -> dict:
+def bench_train(preset_name: str, n_batches: int, seed: int, rounds: int = 2) -> dict:
     config = preset(preset_name)
     encoded, vocab, labels = _corpus_batches(config, 2 * n_batches, seed)  # half warm-up, half timed
     warmup_posts, timed_posts = np.arange(n_batches * config.batch_size), np.arange(n_batches * config.batch_size,
@@ -103,42 +117,37 @@ def bench_train(preset_name: str, n_batches: int, seed: int) -> dict:
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     def trainer(model, forward, precision="fp32"):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        """The trainer's own step (trainer.train.train_step) and optimizer on `model`."""
+        step_config = replace(config, precision=precision)
+        han = model.m if isinstance(model, ReferenceLoopHAN) else model
+        optimizer = make_optimizer(han, step_config)
         model.train()
-
-        def step(batch, target):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):  # as trainer.train
-                logits = forward(batch).float()
-            loss = loss_fn(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-        return step
+        return lambda batch, target: train_step(model, lambda: forward(batch), target, loss_fn, optimizer,
+                                                step_config)
 
     ours = _model(config, vocab)
     loop = ReferenceLoopHAN(copy.deepcopy(ours))
-    ours_step = trainer(ours, lambda b: ours(b.words, b.sent_lengths, b.doc_lengths).logits)
-    loop_step = trainer(loop, lambda b: loop(*b)[0])
-    ours_collate = lambda index: (make_batch(encoded, index), torch.from_numpy(labels[index]))
-    loop_collate = lambda index: (reference_collate(encoded, index), torch.from_numpy(labels[index]))
-
-    loop_rate = _rate(loop_step, loop_collate, random_batches, random_warmup)
-    same_rate = _rate(ours_step, ours_collate, random_batches, random_warmup)
-    bucket_rate = _rate(ours_step, ours_collate, bucketed, bucketed_warmup)
-    # the same two with --set precision=bf16 (bfloat16 autocast), against the loop under the same autocast
     loop_bf16 = ReferenceLoopHAN(copy.deepcopy(ours))
     ours_bf16 = copy.deepcopy(ours)
-    loop_bf16_rate = _rate(trainer(loop_bf16, lambda b: loop_bf16(*b)[0], "bf16"), loop_collate, random_batches,
-                           random_warmup)
-    bucket_bf16_rate = _rate(trainer(ours_bf16, lambda b: ours_bf16(b.words, b.sent_lengths, b.doc_lengths).logits,
-                                     "bf16"), ours_collate, bucketed, bucketed_warmup)
+    ours_collate = lambda index: (make_batch(encoded, index), torch.from_numpy(labels[index]))
+    loop_collate = lambda index: (reference_collate(encoded, index), torch.from_numpy(labels[index]))
+    ours_step = trainer(ours, lambda b: ours(b.words, b.sent_lengths, b.doc_lengths).logits)
+    with subnormals_flushed():  # as the trainer runs
+        rates = _interleaved({
+            "loop": (trainer(loop, lambda b: loop(*b)[0]), loop_collate, random_batches, random_warmup),
+            "ours_same": (ours_step, ours_collate, random_batches, random_warmup),
+            "ours_bucketed": (ours_step, ours_collate, bucketed, bucketed_warmup),
+            # the same two with --set precision=bf16 (bfloat16 autocast), against the loop under the same autocast
+            "loop_bf16": (trainer(loop_bf16, lambda b: loop_bf16(*b)[0], "bf16"), loop_collate, random_batches,
+                          random_warmup),
+            "ours_bucketed_bf16": (trainer(ours_bf16, lambda b: ours_bf16(b.words, b.sent_lengths,
+                                                                          b.doc_lengths).logits, "bf16"),
+                                   ours_collate, bucketed, bucketed_warmup),
+        }, rounds)
     # backward of an LSTM costs about twice its forward: a step holds ~3x the forward FLOPs
     step_flops_per_doc = 3 * lstm_flops(config, encoded, len(warmup_posts)) / len(timed_posts)
     return {"preset": preset_name, "docs": len(timed_posts), "batch_size": config.batch_size,
-            "threads": torch.get_num_threads(), "loop": loop_rate, "ours_same": same_rate,
-            "ours_bucketed": bucket_rate, "loop_bf16": loop_bf16_rate, "ours_bucketed_bf16": bucket_bf16_rate,
-            "lstm_flops_per_doc": step_flops_per_doc}
+            "threads": torch.get_num_threads(), **rates, "lstm_flops_per_doc": step_flops_per_doc}
 
 
 def main(argv=None):
@@ -149,6 +158,7 @@ def main(argv=None):
     train.add_argument("--preset", action="append", choices=list(PRESETS),
                        help="preset dimensions to time (repeatable; default: small and seed)")
     train.add_argument("--batches", type=int, default=8, help="batches of real posts per measurement")
+    train.add_argument("--rounds", type=int, default=2, help="passes over the timed batches, runs taking turns")
     train.add_argument("--seed", type=int, default=0)
     soak = sub.add_parser("soak", help="worker resident memory over many batches")
     soak.add_argument("--batches", type=int, default=500)
@@ -164,7 +174,7 @@ def main(argv=None):
     print(f"{'preset':<8} {'docs':>5} {'batch':>5} {'loop docs/s':>12} {'ours same':>10} {'ratio':>6} "
           f"{'ours bucketed':>14} {'ratio':>6} {'LSTM GFLOP/doc':>15} {'ours GFLOP/s':>13} {'ceiling docs/s':>15} "
           f"{'ratio':>6}")
-    rows = [bench_train(name, args.batches, args.seed) for name in args.preset or ["small", "seed"]]
+    rows = [bench_train(name, args.batches, args.seed, args.rounds) for name in args.preset or ["small", "seed"]]
     rate = gemm_rate()
     for r in rows:
         ceiling = rate / r["lstm_flops_per_doc"]  # the BiLSTMs alone, run at this machine's GEMM rate

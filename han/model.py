@@ -58,7 +58,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     (2.7x faster on a CPU: bernoulli_ was 9% of a seed-size training step)."""
     if not training or p == 0.0:
         return x
-    keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    keep = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # in place: 0 or 1 / (1 - p), x's dtype
     return x * keep
 
 
@@ -162,10 +162,11 @@ def grouped_bilstm_tokens(lstm: nn.LSTM, tokens: torch.Tensor, lengths: torch.Te
     bucket = shape_bucket if not torch.is_grad_enabled() else lambda value, _: value
     starts = torch.cumsum(lengths, 0) - lengths
     source = torch.cat([tokens, tokens.new_zeros(1, dim)])  # row n_tokens: the padding
-    outputs, positions = [], []
+    outputs, offsets = [], torch.empty_like(lengths)  # offsets: each sequence's first row in cat(outputs)
     groups = length_groups(lengths, group_cost)
     max_rows = max_rows or max(8, GROUP_CELLS // lstm.hidden_size)
     groups = [part for group in groups for part in torch.tensor_split(group, -(-len(group) // max_rows))]
+    done = 0  # rows of the padded blocks so far
     for chunk in groups:  # every layer of one group, then the next group
         rows, w = len(chunk), int(lengths[chunk].max())
         padded_rows, padded_w = bucket(rows, 8), bucket(w, 4)
@@ -182,9 +183,13 @@ def grouped_bilstm_tokens(lstm: nn.LSTM, tokens: torch.Tensor, lengths: torch.Te
             backward = _lstm_direction(lstm, layer, "_reverse", hidden.gather(1, reverse.expand_as(hidden)))
             backward = backward.gather(1, reverse.expand_as(backward))
             hidden = torch.cat([forward, backward], dim=-1)
-        outputs.append(hidden[real])
-        positions.append(where[real])
-    return torch.cat(outputs).index_select(0, torch.argsort(torch.cat(positions)))
+        outputs.append(hidden.reshape(-1, hidden.size(-1)))
+        offsets[chunk] = done + torch.arange(rows, device=tokens.device) * padded_w
+        done += padded_rows * padded_w
+    # every token's row among the blocks' rows: one gather, no boolean indexing
+    token_rows = torch.repeat_interleave(offsets, lengths) + torch.arange(n_tokens, device=tokens.device) \
+        - torch.repeat_interleave(starts, lengths)
+    return torch.cat(outputs).index_select(0, token_rows)
 
 
 def grouped_bilstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, group_cost: float = GROUP_COST,

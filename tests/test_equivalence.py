@@ -100,3 +100,17 @@ def test_length_groups_are_the_cheapest_split():
                 for lo, hi in zip((0, *cuts), (*cuts, values[-1])))
             for k in range(len(values)) for cuts in combinations(values[:-1], k))
         assert cost(groups) == best, (trial, lengths.tolist(), group_cost)
+
+
+def test_bench_train_times_every_run_on_the_same_posts(corpus_path, monkeypatch):
+    """`python -m bench train` on the tiny preset: the five runs are timed, on the same posts."""
+    import math
+
+    from bench.__main__ import bench_train
+
+    monkeypatch.setenv("HAN_DATA", str(corpus_path))
+    result = bench_train("tiny", n_batches=1, seed=0, rounds=2)
+    runs = ["loop", "ours_same", "ours_bucketed", "loop_bf16", "ours_bucketed_bf16"]
+    assert all(math.isfinite(result[run]) and result[run] > 0 for run in runs), result
+    assert result["docs"] == result["batch_size"] == preset("tiny").batch_size
+    assert result["lstm_flops_per_doc"] > 0

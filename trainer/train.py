@@ -18,6 +18,7 @@ import random
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -96,6 +97,13 @@ def parameter_groups(model: HAN, config: TrainConfig) -> list[dict]:
     return [{"params": rest}, {"params": [vectors], "lr": config.lr * config.embed_lr_scale}]
 
 
+def make_optimizer(model: HAN, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over `parameter_groups`, fused (one kernel over all parameters: 4.9 ms a step instead of
+    12.0 for the seed dimensions with a 30,302-word vocabulary, 9.3M parameters, on 2 CPU cores)."""
+    return torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, weight_decay=config.weight_decay,
+                             fused=True)
+
+
 def embed_lr(optimizer, config: TrainConfig) -> float | None:
     """The word vectors' learning rate when it is not the model's (see `parameter_groups`): 0 when frozen."""
     if config.embed_lr_scale == 1:
@@ -159,19 +167,27 @@ def run_training(settings: Settings, config: TrainConfig, console: Console | Non
     """Train a new version (or continue `resume`) and register it."""
     upgrade(settings.database_url)
     version = resume if resume is not None else reserve_version(settings)
-    # AdamW's first moments of the word vectors a batch lacks shrink by 0.9 a step and turn subnormal
-    # after ~800 steps; on a CPU subnormal arithmetic made each optimizer step 3-4x slower
-    flushing = torch.set_flush_denormal(True)
     try:
-        return _run_training(settings, config, console or Console(stderr=True), resume, version)
+        with subnormals_flushed():
+            return _run_training(settings, config, console or Console(stderr=True), resume, version)
     except BaseException:
         folder = partial_dir(settings.checkpoint_dir, version)
         if resume is None and not (folder / RUN_STATE_FILE).exists():
             shutil.rmtree(folder, ignore_errors=True)  # no epoch was saved: the number is free again
         raise
+
+
+@contextmanager
+def subnormals_flushed():
+    """Subnormal floats read and written as zero while training. AdamW's first moments of the word
+    vectors a batch lacks shrink by 0.9 a step and turn subnormal after ~800 steps; on a CPU
+    subnormal arithmetic made each optimizer step 3-4x slower."""
+    flushing = torch.set_flush_denormal(True)
+    try:
+        yield
     finally:
         if flushing:
-            torch.set_flush_denormal(False)  # the process's default again
+            torch.set_flush_denormal(False)  # the process's default again (torch has no getter)
 
 
 def _run_training(settings: Settings, config: TrainConfig, console: Console, resume: int | None,
@@ -220,7 +236,7 @@ def _run_training(settings: Settings, config: TrainConfig, console: Console, res
     weights[present] = compute_class_weight("balanced", classes=present, y=labels)
     criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(device),
                                     label_smoothing=config.label_smoothing)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
 
     history, best_f1, best_state, stale, first_epoch = [], -1.0, None, 0, 1
@@ -312,6 +328,19 @@ def _run_training(settings: Settings, config: TrainConfig, console: Console, res
     return TrainResult(final_version, path, metrics, train_seconds, interrupted)
 
 
+def train_step(model, forward, target, criterion, optimizer, config: TrainConfig):
+    """One optimizer step: logits = forward() (under bfloat16 autocast with precision=bf16), loss,
+    backward, gradient clipping, AdamW. Also what `python -m bench train` times."""
+    with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        logits = forward().float()
+    loss = criterion(logits, target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss, logits
+
+
 def train_epoch(model, encoded, train_index, labels, criterion, optimizer, config, epoch, device, console) -> dict:
     model.train()
     batches = length_buckets(encoded, train_index, batch_size=config.batch_size, shuffle=True,
@@ -326,13 +355,8 @@ def train_epoch(model, encoded, train_index, labels, criterion, optimizer, confi
             if config.word_dropout:  # unknown words, as new posts bring them (padding stays padding)
                 drop = (torch.rand(words.shape, device=words.device) < config.word_dropout) & (words > UNK)
                 words = words.masked_fill(drop, UNK)
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                logits = model(words, batch.sent_lengths, batch.doc_lengths).logits.float()
-            loss = criterion(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            loss, logits = train_step(model, lambda: model(words, batch.sent_lengths, batch.doc_lengths).logits,
+                                      target, criterion, optimizer, config)
             total_loss += loss.item() * len(batch_index)
             correct += (logits.argmax(-1) == target).sum().item()
             seen += len(batch_index)
