@@ -166,6 +166,8 @@ def main(argv=None):
     soak.add_argument("--warmup", type=int, default=500, help="batches classified before the measured ones")
     soak.add_argument("--model-preset", default="tiny", help="preset of the model the worker serves")
     args = parser.parse_args(argv)
+    if args.command == "train" and (args.rounds < 1 or args.batches < 1):
+        parser.error("--rounds and --batches must be at least 1")
     if args.command == "soak":
         from bench.soak import print_soak, run_soak
 

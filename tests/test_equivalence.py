@@ -81,6 +81,28 @@ def test_grouped_bilstm_equals_packed_in_values_and_gradients(monkeypatch):
         assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(pa, pb))
 
 
+def test_grouped_bilstm_without_gradients_pads_to_bucketed_shapes_and_still_equals_packed(monkeypatch):
+    """Inference pads each group to a bucketed (rows, width): padding rows and columns never reach a result."""
+    import han.model
+    from han.model import grouped_bilstm, packed_bilstm
+
+    shapes, direction = [], han.model._lstm_direction
+    monkeypatch.setattr(han.model, "_lstm_direction", lambda lstm, layer, suffix, x: shapes.append(tuple(x.shape[:2]))
+                        or direction(lstm, layer, suffix, x))
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True).eval()
+    lengths = torch.tensor([9, 1, 3, 9, 2, 5, 4, 6, 1, 7, 7])
+    x = torch.randn(len(lengths), 9, 6) * (torch.arange(9) < lengths[:, None]).unsqueeze(-1)
+    with torch.no_grad():
+        expected = packed_bilstm(lstm, x, lengths)
+        for group_cost in (0.0, 3.0, 1e9):
+            shapes.clear()
+            got = grouped_bilstm(lstm, x, lengths, group_cost=group_cost)
+            assert torch.allclose(got, expected, atol=1e-6), group_cost
+            assert all(rows % 8 == 0 and width % 4 == 0 for rows, width in shapes), shapes  # padded shapes
+    assert shapes == [(16, 12)] * 4  # one group of 11 rows of width 9 runs as 16 x 12 (2 layers x 2 directions)
+
+
 def test_length_groups_are_the_cheapest_split():
     """Against every split of the distinct lengths into contiguous groups (brute force)."""
     from itertools import combinations

@@ -162,3 +162,46 @@ def test_baselines_and_report_are_stored_with_the_version(tiny_model):
     assert summary["test_accuracy"] == metrics["accuracy"] and summary["preset"] == "tiny"
     comparison = (report / "model_comparison.csv").read_text().splitlines()
     assert comparison[0].startswith("model,accuracy") and len(comparison) == 5
+
+
+def test_a_run_saved_with_the_unfused_optimizer_resumes_fused():
+    """Run states saved before AdamW was fused hold `fused: None` in their groups; resuming keeps the
+    trainer's fused optimizer and takes the same step as one that was fused all along."""
+    import copy
+
+    import torch
+
+    from han.model import HAN, HANConfig
+    from trainer.presets import preset
+    from trainer.train import load_optimizer_state, make_optimizer, parameter_groups
+
+    config = preset("tiny", ["embed_lr_scale=3"])
+    torch.manual_seed(0)
+    model = HAN(HANConfig(vocab_size=50, embed_dim=8, word_hidden=8, sent_hidden=8, attention_dim=8,
+                          num_layers=1, num_heads=2, top_k=3)).eval()  # no dropout: steps comparable
+    words, sent_lengths, doc_lengths = torch.randint(2, 50, (5, 7)), torch.tensor([7, 3, 5, 1, 2]), torch.tensor([3, 2])
+
+    def step(optimizer):
+        optimizer.zero_grad()
+        model(words, sent_lengths, doc_lengths).logits.sum().backward()
+        optimizer.step()
+
+    old = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr)  # torch's default on a CPU
+    step(old)
+    saved = old.state_dict()
+    assert all(group["fused"] is None for group in saved["param_groups"])
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    resumed, fused = make_optimizer(model, config), make_optimizer(model, config)
+    load_optimizer_state(resumed, copy.deepcopy(saved))  # (loading may share the saved moments' storage)
+    fused.load_state_dict(copy.deepcopy(saved))  # the plain load, to compare with: it comes back unfused
+    assert [g["fused"] for g in resumed.param_groups] == [True, True]
+    assert [g["fused"] for g in fused.param_groups] == [None, None]
+    step(resumed)
+    after = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(start[name])
+    step(fused)  # the unfused path from the same state: the same update up to rounding
+    assert all(not torch.equal(after[name], start[name]) for name in start)
+    for name, p in model.named_parameters():
+        assert torch.allclose(after[name], p, atol=1e-6), name
