@@ -2,7 +2,7 @@
                                    python -m bench soak [--batches 500] [--warmup 500] [--batch-size 16]
 
 `train` times the trainer's training step (trainer.train.train_step: forward, backward, clipping,
-the trainer's fused AdamW and parameter groups, subnormals flushed) on han.model.HAN and on the
+the trainer's loss, fused AdamW and parameter groups, subnormals flushed) on han.model.HAN and on the
 reference's per-sentence-slot loop (bench.reference) with the same weights, on the same real
 posts of the corpus, in one run, and prints docs/s of each and their ratio. Each is first run
 untimed over as many batches of other posts (the steady state of a long run is what is timed);
@@ -35,7 +35,7 @@ from han.settings import get_settings
 from han.text import TextPipeline, Vocabulary, encode_documents
 from trainer.data import load_corpus
 from trainer.presets import PRESETS, preset
-from trainer.train import make_optimizer, subnormals_flushed, train_step
+from trainer.train import make_criterion, make_optimizer, subnormals_flushed, train_step
 
 
 def _corpus_batches(config, n_batches: int, seed: int):
@@ -114,7 +114,6 @@ def bench_train(preset_name: str, n_batches: int, seed: int, rounds: int = 2) ->
     bucketed_warmup = length_buckets(encoded, warmup_posts, batch_size=config.batch_size,
                                      shuffle=True, seed=seed)
     bucketed = length_buckets(encoded, timed_posts, batch_size=config.batch_size, shuffle=True, seed=seed)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     def trainer(model, forward, precision="fp32"):
         """The trainer's own step (trainer.train.train_step) and optimizer on `model`."""
@@ -126,6 +125,8 @@ def bench_train(preset_name: str, n_batches: int, seed: int, rounds: int = 2) ->
                                                 step_config)
 
     ours = _model(config, vocab)
+    # the trainer's loss: class weights balanced over these posts' labels, label smoothing
+    loss_fn = make_criterion(labels, ours.config.num_classes, config)
     loop = ReferenceLoopHAN(copy.deepcopy(ours))
     loop_bf16 = ReferenceLoopHAN(copy.deepcopy(ours))
     ours_bf16 = copy.deepcopy(ours)

@@ -97,6 +97,15 @@ def parameter_groups(model: HAN, config: TrainConfig) -> list[dict]:
     return [{"params": rest}, {"params": [vectors], "lr": config.lr * config.embed_lr_scale}]
 
 
+def make_criterion(labels: np.ndarray, num_classes: int, config: TrainConfig, device="cpu") -> nn.CrossEntropyLoss:
+    """The reference's loss: cross-entropy with balanced class weights (from `labels`, the training
+    labels; a class absent from them weighs 1) and the preset's label smoothing."""
+    present = np.unique(labels)
+    weights = np.ones(num_classes, dtype=np.float32)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(device), label_smoothing=config.label_smoothing)
+
+
 def make_optimizer(model: HAN, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over `parameter_groups`, fused (a fused kernel per parameter instead of torch's default
     on a CPU, the single-tensor loop: 4.9 ms a step instead of 12.0 for the seed dimensions with a
@@ -245,11 +254,7 @@ def _run_training(settings: Settings, config: TrainConfig, console: Console, res
     num_classes = len(corpus.label_names)
     model = HAN(model_config(config, len(vocab), num_classes),
                 torch.from_numpy(matrix) if matrix is not None else None).to(device)
-    present = np.unique(labels)
-    weights = np.ones(num_classes, dtype=np.float32)
-    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
-    criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(device),
-                                    label_smoothing=config.label_smoothing)
+    criterion = make_criterion(labels, num_classes, config, device)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
 
