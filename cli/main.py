@@ -5,6 +5,7 @@ clear message and exit status 1, never a traceback.
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -53,25 +54,43 @@ def train(preset_name, overrides, embeddings, resume, data, device, checkpoint_d
     """
     from pathlib import Path
 
+    import torch
+
     from trainer.data import DataError
     from trainer.embeddings import EmbeddingError
     from trainer.presets import PresetError, preset
     from trainer.run_state import RunStateError
-    from trainer.train import run_training
+    from trainer.train import Interrupted, run_training
 
     settings = settings_from(data=Path(data) if data else None, device=device,
                              checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
                              database_url=database_url)
     if resume and (overrides or embeddings):
         raise UserError("--resume continues a run with its own settings; drop --set and --embeddings")
+
+    def stop(signum, frame):  # `kill` and `docker stop` end a run the way Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         config = preset(preset_name, [*overrides, *([f"embeddings={embeddings}"] if embeddings else [])])
         result = run_training(settings, config, console=err_console, resume=parse_version_option(resume))
     except (PresetError, DataError, EmbeddingError, RunStateError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    except Interrupted as exc:
+        raise UserError(f"interrupted before v{exc.version} was written; its epochs are saved: finish it with "
+                        f"--resume v{exc.version}") from None
     except KeyboardInterrupt:
-        raise UserError("interrupted before a checkpoint was written; a run that finished an epoch "
-                        "continues with --resume vN") from None
+        raise UserError("interrupted before any epoch was saved; nothing was written") from None
+    except OSError as exc:  # a checkpoint or database folder that cannot be written
+        raise UserError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
+    except RuntimeError as exc:
+        if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc):
+            raise UserError("not enough memory for this model and batch size; smaller sizes (--set word_hidden=, "
+                            f"batch_size=) fit ({str(exc).splitlines()[0][:200]})") from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     m = result.metrics
     best = max(m["baselines"].values(), key=lambda b: b["accuracy"])
     console.print(f"v{result.version}: test accuracy {m['accuracy']:.4f}, weighted F1 {m['weighted_f1']:.4f}, "
@@ -719,6 +738,9 @@ def main():
         sys.exit(1)
     except (ArgumentError, NoSuchModuleError) as exc:
         UserError(f"bad database URL ({str(exc).splitlines()[0]})").show()
+        sys.exit(1)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:  # a folder named by a setting
+        UserError(f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)).show()
         sys.exit(1)
     except DBAPIError as exc:
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]

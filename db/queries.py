@@ -41,8 +41,10 @@ def version_table(session: Session) -> list[dict]:
     for r in session.scalars(select(ModelVersion).order_by(ModelVersion.version)):
         metrics = json.loads(r.metrics_json or "{}")
         row = {"version": f"v{r.version}", "preset": r.preset, "protocol": r.protocol,
-               "epochs": metrics.get("epochs_trained"), "train_s": r.train_seconds,
-               "accuracy": r.accuracy, "macro_f1": r.macro_f1}
+               "epochs": metrics.get("epochs_trained"),
+               "train_s": None if r.train_seconds is None else round(r.train_seconds, 1),
+               # test_posts: versions scored on different test slices (test_limit) do not compare
+               "test_posts": metrics.get("test_posts"), "accuracy": r.accuracy, "macro_f1": r.macro_f1}
         for key, short in (("logistic_regression", "lr"), ("naive_bayes", "nb"), ("linear_svm", "svm")):
             baseline = metrics.get("baselines", {}).get(key, {})
             row[f"{short}_accuracy"] = baseline.get("accuracy")

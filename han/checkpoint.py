@@ -50,6 +50,15 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
 
 
+def _share_like_new_files(folder: Path) -> None:
+    """Permissions of a folder made by mkdtemp (0700, and whatever its writers chose inside) set to
+    what the process's umask gives new files: a worker running as another user can read them."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def save_checkpoint(root, *, version: int, model: HAN, pipeline: TextPipeline, vocab: Vocabulary,
                     label_names: list[str], thresholds: dict, extra_config: dict, metrics: dict,
                     history: list[dict], report_dir: Path | None = None) -> Path:
@@ -80,6 +89,7 @@ def save_checkpoint(root, *, version: int, model: HAN, pipeline: TextPipeline, v
         _write_json(tmp / HISTORY, history)
         if report_dir is not None:
             shutil.move(str(report_dir), str(tmp / "report"))
+        _share_like_new_files(tmp)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,9 @@ Processes that start together on a new database (a trainer, a worker, a submit) 
 `upgrade`; one migrates at a time: PostgreSQL through a transaction-level advisory lock, a SQLite
 file through an exclusive lock on `<file>.migrate-lock`. The others then find the schema at head.
 """
+import errno
 import fcntl
+import os
 from contextlib import contextmanager
 from logging.config import fileConfig
 
@@ -37,6 +39,9 @@ def sqlite_file_lock(engine):
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
+    folder = os.path.dirname(os.path.abspath(database))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, "no such folder for the SQLite database", folder)
     with open(f"{database}.migrate-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         yield

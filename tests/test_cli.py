@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 from tests.conftest import han_env, register_copy, run_cli
 
@@ -21,6 +23,15 @@ def test_errors_are_one_clear_line(tiny_model, sqlite_url, tmp_path):
         (["train", "--preset", "tiny", "--set", "colour=red"], "bad override 'colour=red'"),
         (["train", "--preset", "tiny", "--set", "precision=fp16"], "precision=fp16 must be one of fp32, bf16"),
         (["train", "--preset", "tiny", "--set", "embed_lr_scale=1e-7"], "learning rate below min_lr=1e-06"),
+        # nan and inf pass every range check unless refused by name
+        (["train", "--preset", "tiny", "--set", "lr=inf"], "lr=inf must be a finite number"),
+        (["train", "--preset", "tiny", "--set", "embed_lr_scale=nan"], "embed_lr_scale=nan must be a finite number"),
+        (["train", "--preset", "tiny", "--set", "min_lr=1"], "min_lr=1.0 must not exceed lr=0.01"),
+        (["train", "--preset", "tiny", "--set", "seed=-1"], "seed=-1 must be between 0 and 2**32 - 1"),
+        (["train", "--preset", "tiny", "--checkpoint-dir", str(tmp_path / "x.jsonl")],
+         f"Not a directory: {tmp_path / 'x.jsonl'}"),
+        (["train", "--preset", "tiny", "--database-url", f"sqlite:///{tmp_path}/no-such-folder/han.db"],
+         "no-such-folder"),
         (["status", "no-such-job"], "no job 'no-such-job'"),
     ]
     (tmp_path / "x.jsonl").write_text('{"id": 1, "text": "hello world"}\n')
@@ -59,3 +70,8 @@ def test_tiny_checkpoint_is_complete(tiny_model):
     history = json.loads((checkpoints / "v1" / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     assert not list(checkpoints.glob(".v*")), "no temporary folder left behind"
+    # readable as the umask says, like any new file (a worker may run as another user)
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [checkpoints / "v1", *(checkpoints / "v1").rglob("*")]:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o777 if path.is_dir() else 0o666) & ~mask, path

@@ -120,8 +120,14 @@ def test_any_word_vectors_file(tmp_path, sqlite_url, kind):
 def test_bad_embeddings_are_refused(tmp_path, sqlite_url):
     env = han_env(tmp_path, sqlite_url, tmp_path / "checkpoints")
     (tmp_path / "junk.txt").write_text("this is not\na vector file at all\n")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "words.txt").write_text("the\nspace\n")
+    (tmp_path / "nan.txt").write_text("the 0.1 0.2 0.3\nspace nan 0.2 0.3\ncar 0.1 inf 0.3\n")
     for value, message in [(str(tmp_path / "missing.txt"), "no such word-vector file"),
-                           (str(tmp_path / "junk.txt"), "not a GloVe or word2vec file")]:
+                           (str(tmp_path / "junk.txt"), "not a GloVe or word2vec file"),
+                           (str(tmp_path / "empty.txt"), "not a GloVe or word2vec file (it is empty)"),
+                           (str(tmp_path / "words.txt"), "its lines hold words but no numbers"),
+                           (str(tmp_path / "nan.txt"), "the vector of 'space' holds nan or inf (2 such words)")]:
         result = run_cli("train", "--preset", "tiny", "--set", "train_limit=100", "--embeddings", value, env=env)
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
@@ -205,3 +211,45 @@ def test_a_run_saved_with_the_unfused_optimizer_resumes_fused():
     assert all(not torch.equal(after[name], start[name]) for name in start)
     for name, p in model.named_parameters():
         assert torch.allclose(after[name], p, atol=1e-6), name
+
+
+def test_runs_that_cannot_start_or_go_on_say_why_and_where(tmp_path, sqlite_url):
+    import gzip
+    import io
+    import tarfile
+
+    checkpoints = tmp_path / "checkpoints"
+    env = han_env(tmp_path, sqlite_url, checkpoints)
+    archive = io.BytesIO()  # an archive cut short in transfer: its gzip stream ends early
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        member = tarfile.TarInfo("20news-bydate-train/sci.space/1")
+        member.size = 200_000
+        tar.addfile(member, io.BytesIO(np.random.default_rng(0).bytes(200_000)))  # incompressible
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(gzip.compress(archive.getvalue())[:100_000])
+    small = ["--set", "train_limit=300", "--set", "test_limit=50", "--set", "epochs=1"]
+    for args, message in [
+        (["--data", str(truncated)], f"{truncated}: not a readable tar archive (Compressed file ended"),
+        (["--set", "train_limit=1"], "validation_share=0.1 of 1 training posts leaves no training posts"),
+        # a finite but absurd rate: the weights overflow and the loss stops being a number
+        ([*small, "--set", "lr=1e30"], "epoch 1: the training loss became nan"),
+    ]:
+        result = run_cli("train", "--preset", "tiny", *args, env=env)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()[-1]) < 300
+        assert not list(checkpoints.glob("v*")), "nothing registered, the version number is free again"
+
+    # SIGTERM (kill, docker stop) once the last epoch is saved, while the run scores and writes:
+    # the message names the version and --resume finishes it
+    process = subprocess.Popen([PYTHON, "-m", "cli", "train", "--preset", "tiny", *small], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if line.startswith("epoch 1:"):
+            process.send_signal(signal.SIGTERM)
+            break
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 1 and "interrupted before v1 was written" in err and "--resume v1" in err, err
+    assert not (checkpoints / "v1").exists() and (checkpoints / "v1.partial" / "run_state.safetensors").is_file()
+    resumed = run_cli("train", "--resume", "v1", env=env, check=True)
+    assert resumed.stdout.startswith("v1: ") and not (checkpoints / "v1.partial").exists()
+    assert metrics_of(checkpoints, 1)["epochs_trained"] == 1

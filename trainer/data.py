@@ -81,8 +81,9 @@ def _read_raw(path: Path) -> dict[str, dict[str, list[tuple[str, bytes]]]]:
                 for member in archive:
                     if member.isfile():
                         add(member.name.split("/"), lambda: archive.extractfile(member).read())
-        except tarfile.TarError as exc:
-            raise DataError(f"{path}: not a readable tar archive ({exc})") from exc
+        except (tarfile.TarError, EOFError, OSError) as exc:  # EOFError: a truncated gzip stream
+            detail = " ".join(str(exc).split())  # one line, whatever the decompressors said
+            raise DataError(f"{path}: not a readable tar archive ({detail})") from exc
     elif path.is_dir():
         for root, _dirs, files in os.walk(path):
             for name in files:
@@ -119,4 +120,7 @@ def train_validation_split(n: int, *, seed: int = 42, validation_share: float = 
 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     n_train = int((1 - validation_share) * n)
+    if n_train == 0 or n_train == n:
+        raise DataError(f"validation_share={validation_share} of {n} training posts leaves "
+                        f"{'no training' if n_train == 0 else 'no validation'} posts")
     return order[:n_train], order[n_train:]

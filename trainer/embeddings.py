@@ -57,14 +57,22 @@ def load_vector_file(path) -> WordVectors:
     path = Path(path)
     if not path.is_file():
         raise EmbeddingError(f"{path}: no such word-vector file (use {PACKAGED}, none, or a GloVe/word2vec file)")
+    if path.stat().st_size == 0:
+        raise EmbeddingError(f"{path}: not a GloVe or word2vec file (it is empty)")
     try:
         if path.suffix == ".bin":
             kv = KeyedVectors.load_word2vec_format(str(path), binary=True)
         else:
             kv = KeyedVectors.load_word2vec_format(str(path), binary=False,
                                                    no_header=not _has_word2vec_header(path))
-    except (ValueError, UnicodeDecodeError, EOFError) as exc:
+    except (ValueError, UnicodeDecodeError, EOFError, TypeError) as exc:
         raise EmbeddingError(f"{path}: not a GloVe or word2vec file ({exc})") from exc
+    if kv.vectors.ndim != 2 or kv.vectors.shape[1] == 0:
+        raise EmbeddingError(f"{path}: not a GloVe or word2vec file (its lines hold words but no numbers)")
+    bad = np.flatnonzero(~np.isfinite(kv.vectors).all(axis=1))
+    if len(bad):
+        raise EmbeddingError(f"{path}: the vector of {kv.index_to_key[bad[0]]!r} holds nan or inf "
+                             f"({len(bad)} such word{'s' if len(bad) > 1 else ''})")
     return WordVectors(str(path), list(kv.index_to_key), kv.vectors)
 
 

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 
@@ -98,9 +99,15 @@ PRECISIONS = ("fp32", "bf16")
 
 def validate(config: TrainConfig) -> str | None:
     """The first field with a value no run can use, as a message; None when all are usable."""
+    for field in fields(config):  # nan and inf pass every comparison below unnoticed
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{field.name}={value} must be a finite number"
     for name in POSITIVE:
         if getattr(config, name) < 1:
             return f"{name}={getattr(config, name)} must be at least 1"
+    if not 0 <= config.seed < 2 ** 32:
+        return f"seed={config.seed} must be between 0 and 2**32 - 1"
     if (2 * config.sent_hidden) % config.num_heads:
         return f"num_heads={config.num_heads} must divide 2 * sent_hidden = {2 * config.sent_hidden}"
     if not 0.0 <= config.dropout < 1.0:
@@ -114,6 +121,8 @@ def validate(config: TrainConfig) -> str | None:
     if not (config.lr > 0 and config.min_lr >= 0 and config.weight_decay >= 0 and config.grad_clip > 0
             and 0.0 <= config.label_smoothing < 1.0):
         return "lr and grad_clip must be positive; min_lr, weight_decay >= 0; label_smoothing in [0, 1)"
+    if config.min_lr > config.lr:
+        return f"min_lr={config.min_lr} must not exceed lr={config.lr} (the cosine schedule falls from lr to min_lr)"
     if config.embed_lr_scale < 0:
         return f"embed_lr_scale={config.embed_lr_scale} must be 0 (frozen word vectors) or positive"
     if 0 < config.lr * config.embed_lr_scale < config.min_lr:  # the cosine would raise it towards min_lr

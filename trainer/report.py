@@ -55,7 +55,10 @@ def training_history(folder: Path, history: list[dict]) -> None:
             ax.plot(epochs, frame[column], marker="o", label=label)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        if len(epochs) <= 20:  # epochs are whole numbers: a tick each (one epoch: a single tick)
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend()

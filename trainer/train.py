@@ -14,6 +14,7 @@ the best epoch so far, and `--resume vN` continues the run from its last finishe
 from __future__ import annotations
 
 import copy
+import math
 import random
 import shutil
 import tempfile
@@ -95,6 +96,18 @@ def parameter_groups(model: HAN, config: TrainConfig) -> list[dict]:
         vectors.requires_grad_(False)
         return [{"params": rest}]
     return [{"params": rest}, {"params": [vectors], "lr": config.lr * config.embed_lr_scale}]
+
+
+class TrainingError(ValueError):
+    """A run that cannot go on (its loss is no longer a number)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C after an epoch was saved but before the version was written: --resume finishes it."""
+
+    def __init__(self, version: int):
+        super().__init__(version)
+        self.version = version
 
 
 def make_criterion(labels: np.ndarray, num_classes: int, config: TrainConfig, device="cpu") -> nn.CrossEntropyLoss:
@@ -193,10 +206,13 @@ def run_training(settings: Settings, config: TrainConfig, console: Console | Non
     try:
         with subnormals_flushed():
             return _run_training(settings, config, console or Console(stderr=True), resume, version)
-    except BaseException:
+    except BaseException as exc:
         folder = partial_dir(settings.checkpoint_dir, version)
-        if resume is None and not (folder / RUN_STATE_FILE).exists():
+        saved = (folder / RUN_STATE_FILE).exists()
+        if resume is None and not saved:
             shutil.rmtree(folder, ignore_errors=True)  # no epoch was saved: the number is free again
+        if saved and isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+            raise Interrupted(version) from None  # after the epochs (scoring, baselines, writing)
         raise
 
 
@@ -225,6 +241,7 @@ def _run_training(settings: Settings, config: TrainConfig, console: Console, res
         config = TrainConfig(**state.progress["config"])
         console.print(f"resuming v{resume} after epoch {state.progress['epoch']} of {config.epochs}")
     seed_everything(config.seed)
+    vectors = load_vectors(config.embeddings) if state is None else None  # a bad file fails before the text work
 
     corpus = limit_corpus(load_corpus(settings.data, config.protocol), config)
     console.print(f"corpus: {len(corpus.train)} train / {len(corpus.test)} test posts, protocol {config.protocol}")
@@ -237,7 +254,6 @@ def _run_training(settings: Settings, config: TrainConfig, console: Console, res
     test_tokens = pipeline.tokenize_many(corpus.test.raw)
     if state is None:
         vocab = Vocabulary.build(train_tokens, min_count=config.min_count, max_size=config.max_vocab)
-        vectors = load_vectors(config.embeddings)
         if vectors is not None and vectors.dim != config.embed_dim:
             console.print(f"embed_dim set to {vectors.dim} to match {vectors.source} (the preset says {config.embed_dim})")
             config = replace(config, embed_dim=vectors.dim)
@@ -376,7 +392,11 @@ def train_epoch(model, encoded, train_index, labels, criterion, optimizer, confi
                 words = words.masked_fill(drop, UNK)
             loss, logits = train_step(model, lambda: model(words, batch.sent_lengths, batch.doc_lengths).logits,
                                       target, criterion, optimizer, config)
-            total_loss += loss.item() * len(batch_index)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingError(f"epoch {epoch}: the training loss became {value}; nothing of this epoch is "
+                                    "kept (a lower lr or grad_clip usually helps)")
+            total_loss += value * len(batch_index)
             correct += (logits.argmax(-1) == target).sum().item()
             seen += len(batch_index)
             progress.advance(task)
