@@ -65,8 +65,10 @@ def train(preset_name, overrides, embeddings, resume, data, device, checkpoint_d
     settings = settings_from(data=Path(data) if data else None, device=device,
                              checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
                              database_url=database_url)
-    if resume and (overrides or embeddings):
-        raise UserError("--resume continues a run with its own settings; drop --set and --embeddings")
+    explicit_preset = click.get_current_context().get_parameter_source("preset_name") \
+        == click.core.ParameterSource.COMMANDLINE
+    if resume and (overrides or embeddings or explicit_preset):
+        raise UserError("--resume continues a run with its own settings; drop --preset, --set and --embeddings")
 
     def stop(signum, frame):  # `kill` and `docker stop` end a run the way Ctrl-C does
         raise KeyboardInterrupt

@@ -28,6 +28,7 @@ def test_errors_are_one_clear_line(tiny_model, sqlite_url, tmp_path):
         (["train", "--preset", "tiny", "--set", "embed_lr_scale=nan"], "embed_lr_scale=nan must be a finite number"),
         (["train", "--preset", "tiny", "--set", "min_lr=1"], "min_lr=1.0 must not exceed lr=0.01"),
         (["train", "--preset", "tiny", "--set", "seed=-1"], "seed=-1 must be between 0 and 2**32 - 1"),
+        (["train", "--resume", "v1", "--preset", "seed"], "continues a run with its own settings; drop --preset"),
         (["train", "--preset", "tiny", "--checkpoint-dir", str(tmp_path / "x.jsonl")],
          f"Not a directory: {tmp_path / 'x.jsonl'}"),
         (["train", "--preset", "tiny", "--database-url", f"sqlite:///{tmp_path}/no-such-folder/han.db"],
