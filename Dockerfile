@@ -11,4 +11,5 @@ COPY trainer trainer
 COPY worker worker
 COPY db db
 COPY migrations migrations
+COPY bench bench
 RUN pip install --no-cache-dir ".[deploy]"

@@ -135,4 +135,5 @@ def test_bench_train_times_every_run_on_the_same_posts(corpus_path, monkeypatch)
     runs = ["loop", "ours_same", "ours_bucketed", "loop_bf16", "ours_bucketed_bf16"]
     assert all(math.isfinite(result[run]) and result[run] > 0 for run in runs), result
     assert result["docs"] == result["batch_size"] == preset("tiny").batch_size
+    assert result["embed_dim"] == 50  # the packaged vectors' size, what the trainer trains with by default
     assert result["lstm_flops_per_doc"] > 0

@@ -19,6 +19,7 @@ import numpy as np
 from han.text import Vocabulary
 
 PACKAGED = "glove-6b-50d"
+PACKAGED_DIM = 50
 
 
 class EmbeddingError(ValueError):
