@@ -84,8 +84,6 @@ def train(preset_name, overrides, embeddings, resume, data, device, checkpoint_d
                         f"--resume v{exc.version}") from None
     except KeyboardInterrupt:
         raise UserError("interrupted before any epoch was saved; nothing was written") from None
-    except OSError as exc:  # a checkpoint or database folder that cannot be written
-        raise UserError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
     except RuntimeError as exc:
         if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc):
             raise UserError("not enough memory for this model and batch size; smaller sizes (--set word_hidden=, "
@@ -741,8 +739,8 @@ def main():
     except (ArgumentError, NoSuchModuleError) as exc:
         UserError(f"bad database URL ({str(exc).splitlines()[0]})").show()
         sys.exit(1)
-    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:  # a folder named by a setting
-        UserError(f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)).show()
+    except OSError as exc:  # a file or folder named by a setting that cannot be read or written
+        UserError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)).show()
         sys.exit(1)
     except DBAPIError as exc:
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]

@@ -211,7 +211,7 @@ def run_training(settings: Settings, config: TrainConfig, console: Console | Non
         saved = (folder / RUN_STATE_FILE).exists()
         if resume is None and not saved:
             shutil.rmtree(folder, ignore_errors=True)  # no epoch was saved: the number is free again
-        if saved and isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+        if saved and isinstance(exc, KeyboardInterrupt):
             raise Interrupted(version) from None  # after the epochs (scoring, baselines, writing)
         raise
 
